@@ -1,0 +1,314 @@
+"""The dialogue data format of the founding document: read, validate, write, and turn into datasets.
+
+One file holds entries one after another::
+
+    ==== Topik: <title> ====
+
+    Konteks: <one paragraph, on one line>
+
+    <Speaker>: <utterance, on one line>
+
+    <Speaker>: <utterance, on one line>
+
+Tolerated (and tested): a UTF-8 BOM, Windows (CRLF) or old Mac (CR) line endings, trailing spaces and
+tabs, and any number of blank lines between parts. Everything else is an error naming the file, the
+line and what was expected (`DialogueFormatError`); nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HEADER_PREFIX = "===="
+_HEADER = re.compile(r"^====\s*Topik:(?P<topic>.*?)====$")
+_TURN = re.compile(r"^(?P<speaker>[^\s:][^:]{0,39}?)\s*:(?:\s(?P<text>.*))?$")
+RESERVED_SPEAKERS = ("Konteks", "Topik")
+UNKNOWN = "<unk>"
+
+
+class DialogueFormatError(ValueError):
+    """A dialogue file does not follow the format; `str()` is `file:line: what was expected`."""
+
+    def __init__(self, source: str, line: int, message: str):
+        self.source, self.line, self.message = source, line, message
+        super().__init__(f"{source}:{line}: {message}")
+
+
+def _check_text(value: str, what: str) -> None:
+    if not isinstance(value, str) or not value or value != value.strip():
+        raise ValueError(f"{what} must be a non-empty string without surrounding whitespace, got {value!r}")
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"{what} must be on one line, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Turn:
+    speaker: str
+    text: str
+
+    def __post_init__(self) -> None:
+        _check_text(self.speaker, "speaker")
+        _check_text(self.text, "utterance")
+        if ":" in self.speaker or len(self.speaker) > 40 or self.speaker in RESERVED_SPEAKERS:
+            raise ValueError(f"speaker name must have no ':', at most 40 characters, not be Konteks/Topik: {self.speaker!r}")
+
+
+@dataclass(frozen=True)
+class Entry:
+    topic: str
+    context: str
+    turns: tuple[Turn, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        _check_text(self.topic, "topic")
+        _check_text(self.context, "context")
+        if self.topic.endswith("=") or "====" in self.topic:
+            raise ValueError(f"topic must not contain '====' or end with '=': {self.topic!r}")
+        object.__setattr__(self, "turns", tuple(self.turns))
+        if not self.turns:
+            raise ValueError(f"entry {self.topic!r} has no turns")
+
+    @property
+    def speakers(self) -> list[str]:
+        return list(dict.fromkeys(t.speaker for t in self.turns))
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DialogueFormatError(
+            source, line, f"not valid UTF-8 (byte 0x{data[err.start]:02x} at column {column}); save the file as UTF-8"
+        ) from None
+
+
+def parse(text: str, source: str = "<string>") -> list[Entry]:
+    """Parse the text of a dialogue file into entries; raise `DialogueFormatError` on the first problem."""
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    entries: list[Entry] = []
+    topic = context = None
+    header_line = 0
+    turns: list[Turn] = []
+
+    def finish() -> None:
+        if topic is None:
+            return
+        if context is None:
+            raise DialogueFormatError(source, header_line, f"entry {topic!r} has no 'Konteks: <paragraph>' line")
+        if not turns:
+            raise DialogueFormatError(source, header_line, f"entry {topic!r} has no dialogue turns ('Name: text')")
+        try:
+            entries.append(Entry(topic, context, tuple(turns)))
+        except ValueError as err:
+            raise DialogueFormatError(source, header_line, str(err)) from None
+
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.rstrip()
+        if not line.strip():
+            continue
+        if line.startswith(HEADER_PREFIX):
+            match = _HEADER.match(line)
+            if match is None:
+                if not line.endswith("===="):
+                    raise DialogueFormatError(source, number, "header is not closed: expected '==== Topik: <title> ===='")
+                raise DialogueFormatError(source, number, "expected '==== Topik: <title> ===='")
+            finish()
+            topic, context, turns, header_line = match["topic"].strip(), None, [], number
+            if not topic:
+                raise DialogueFormatError(source, number, "empty topic: expected '==== Topik: <title> ===='")
+            continue
+        if topic is None:
+            raise DialogueFormatError(source, number, "text before the first entry: expected '==== Topik: <title> ===='")
+        if context is None:
+            if not line.startswith("Konteks:"):
+                raise DialogueFormatError(source, number, "expected 'Konteks: <paragraph>' after the topic header")
+            context = line[len("Konteks:") :].strip()
+            if not context:
+                raise DialogueFormatError(source, number, "empty Konteks: expected 'Konteks: <paragraph>'")
+            continue
+        match = _TURN.match(line.strip())
+        if match is None or match["speaker"].strip() in RESERVED_SPEAKERS:
+            raise DialogueFormatError(source, number, f"expected a turn 'Name: utterance', got {line.strip()[:60]!r}")
+        if not (match["text"] or "").strip():
+            raise DialogueFormatError(source, number, f"empty utterance after '{match['speaker'].strip()}:'")
+        try:
+            turns.append(Turn(match["speaker"].strip(), match["text"].strip()))
+        except ValueError as err:
+            raise DialogueFormatError(source, number, str(err)) from None
+    finish()
+    return entries
+
+
+def read_dialogues(paths: str | Path | Iterable[str | Path]) -> list[Entry]:
+    """Read one or more dialogue files (a folder means its `*.txt` files, sorted)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    entries: list[Entry] = []
+    for path in map(Path, paths):
+        files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
+        if path.is_dir() and not files:
+            raise FileNotFoundError(f"{path}: folder has no .txt dialogue files")
+        for file in files:
+            try:
+                data = file.read_bytes()
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{file}: no such dialogue file") from None
+            except OSError as err:
+                raise OSError(f"{file}: cannot read ({err.strerror})") from None
+            found = parse(_decode(data, str(file)), str(file))
+            if not found:
+                raise DialogueFormatError(str(file), 1, "no entries: expected '==== Topik: <title> ===='")
+            entries.extend(found)
+    return entries
+
+
+def render_entry(entry: Entry) -> str:
+    """The text of one entry; also exactly the layout the model is trained on and the chat template makes."""
+    parts = [f"==== Topik: {entry.topic} ====\n\n", f"Konteks: {entry.context}\n\n"]
+    parts += [f"{turn.speaker}: {turn.text}\n\n" for turn in entry.turns]
+    return "".join(parts)
+
+
+def render(entries: Iterable[Entry]) -> str:
+    """The text of a dialogue file: entries separated by two blank lines."""
+    return "\n".join(render_entry(e) for e in entries)
+
+
+def write_dialogues(path: str | Path, entries: Iterable[Entry]) -> None:
+    Path(path).write_text(render(entries), encoding="utf-8")
+
+
+def default_corpus_path() -> Path:
+    """The corpus that ships with the package (45 original entries across the founding document's themes)."""
+    return Path(__file__).parent / "corpus"
+
+
+def load_default_corpus() -> list[Entry]:
+    return read_dialogues(default_corpus_path())
+
+
+# ------------------------------------------------------------------------------ topic/context vocabularies
+
+
+@dataclass
+class LabelVocab:
+    """Maps each distinct topic (or Konteks) to an integer id; id 0 is reserved for "unknown"."""
+
+    names: list[str]
+
+    def __post_init__(self) -> None:
+        if not self.names or self.names[0] != UNKNOWN:
+            self.names = [UNKNOWN, *[n for n in self.names if n != UNKNOWN]]
+        self._index = {name: i for i, name in enumerate(self.names)}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def id(self, name: str | None) -> int:
+        """The id of `name`, or 0 (unknown) for a name the vocabulary does not hold."""
+        return self._index.get(name, 0) if name is not None else 0
+
+    @classmethod
+    def build(cls, values: Sequence[str], max_size: int, what: str = "topics", on_overflow: str = "error") -> LabelVocab:
+        """Build from the values of the data, keeping at most `max_size` rows (row 0 included).
+
+        When the data holds more distinct values than fit, `on_overflow="error"` (the default) raises a
+        message saying how many there are and how to fix it; `"unknown"` keeps the most frequent ones (ties:
+        first seen) and maps the rest to id 0, saying so with a warning.
+        """
+        counts = Counter(values)
+        distinct = list(dict.fromkeys(values))
+        if len(distinct) + 1 > max_size:
+            message = (
+                f"the data holds {len(distinct)} distinct {what} but the model has {max_size} rows "
+                f"({max_size - 1} after row 0 = unknown)"
+            )
+            if on_overflow == "error":
+                raise ValueError(f"{message}: raise num_{what} to at least {len(distinct) + 1}, or map the rest to unknown")
+            if on_overflow != "unknown":
+                raise ValueError(f"on_overflow must be 'error' or 'unknown', got {on_overflow!r}")
+            order = {name: i for i, name in enumerate(distinct)}
+            distinct = sorted(distinct, key=lambda n: (-counts[n], order[n]))[: max_size - 1]
+            kept = set(distinct)
+            dropped = sum(c for n, c in counts.items() if n not in kept)
+            import warnings
+
+            warnings.warn(f"{message}: the {max_size - 1} most frequent keep an id, {dropped} entries use id 0 (unknown)", stacklevel=2)
+            distinct.sort(key=order.__getitem__)
+        return cls([UNKNOWN, *distinct])
+
+    def to_json(self) -> str:
+        return json.dumps(self.names, ensure_ascii=False, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> LabelVocab:
+        return cls(json.loads(text))
+
+
+# -------------------------------------------------------------------------------------------- datasets
+
+
+def split_entries(entries: Sequence[Entry], validation_fraction: float = 0.1, seed: int = 0) -> tuple[list[Entry], list[Entry]]:
+    """Deterministic train/validation split by entry (a seeded shuffle of the entry order)."""
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    order = list(range(len(entries)))
+    random.Random(seed).shuffle(order)
+    n_val = math.ceil(len(entries) * validation_fraction) if validation_fraction > 0 and len(entries) > 1 else 0
+    val = set(order[:n_val])
+    return [e for i, e in enumerate(entries) if i not in val], [e for i, e in enumerate(entries) if i in val]
+
+
+def entries_to_records(entries: Iterable[Entry]) -> list[dict]:
+    return [
+        {
+            "topic": e.topic,
+            "context": e.context,
+            "speakers": [t.speaker for t in e.turns],
+            "utterances": [t.text for t in e.turns],
+            "text": render_entry(e),
+        }
+        for e in entries
+    ]
+
+
+def build_dataset(paths: str | Path | Iterable[str | Path], validation_fraction: float = 0.1, seed: int = 0):
+    """A `datasets.DatasetDict` with `train` and `validation` splits (split by entry, deterministic)."""
+    from datasets import Dataset, DatasetDict
+
+    train, val = split_entries(read_dialogues(paths), validation_fraction, seed)
+    return DatasetDict(
+        train=Dataset.from_list(entries_to_records(train)), validation=Dataset.from_list(entries_to_records(val))
+    )
+
+
+def records_to_entries(records: Iterable[dict]) -> list[Entry]:
+    """Inverse of `entries_to_records` (e.g. rows of a `datasets.Dataset` loaded from the Hub)."""
+    return [
+        Entry(r["topic"], r["context"], tuple(Turn(s, t) for s, t in zip(r["speakers"], r["utterances"], strict=True)))
+        for r in records
+    ]
+
+
+def corpus_statistics(entries: Sequence[Entry]) -> dict:
+    turns = [t for e in entries for t in e.turns]
+    return {
+        "entries": len(entries),
+        "topics": len({e.topic for e in entries}),
+        "contexts": len({e.context for e in entries}),
+        "turns": len(turns),
+        "speakers": len({t.speaker for t in turns}),
+        "characters": sum(len(render_entry(e)) for e in entries),
+    }

@@ -1,0 +1,140 @@
+"""Ringan model configuration."""
+
+from __future__ import annotations
+
+import math
+
+from transformers import PreTrainedConfig
+
+ATTENTION_TYPES = ("retention", "linear", "gated")
+
+
+class RinganConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`RinganForCausalLM`]: a small decoder-only language model whose every input vector is
+    `token_emb + topic_emb + context_emb`, with RoPE and linear attention so that long contexts cost constant
+    memory per token. Defaults follow the founding document (about 6.7M parameters).
+
+    Args:
+        vocab_size (`int`, *optional*, defaults to 10000):
+            Size of the tokenizer's vocabulary: the rows of the token embedding and of the LM head.
+        hidden_size (`int`, *optional*, defaults to 256):
+            Width of the residual stream and of every embedding.
+        intermediate_size (`int`, *optional*, defaults to 1024):
+            Width of the feed-forward layer (4x the hidden size, as in the founding document).
+        num_hidden_layers (`int`, *optional*, defaults to 2):
+            Number of decoder layers.
+        num_attention_heads (`int`, *optional*, defaults to 4):
+            Number of attention heads; each head keeps a `head_dim x head_dim` fp32 state when generating.
+        num_topics (`int`, *optional*, defaults to 50):
+            Rows of the topic embedding. Row 0 is "unknown topic".
+        num_contexts (`int`, *optional*, defaults to 100):
+            Rows of the context embedding. Row 0 is "unknown context".
+        max_position_embeddings (`int`, *optional*, defaults to 131072):
+            The context length the model is meant for. Nothing is allocated per position (RoPE angles are
+            computed on the fly and the recurrent state has a fixed size); it is informative.
+        attention_type (`str`, *optional*, defaults to `"retention"`):
+            `"retention"` (fixed per-head decay, no denominator, per-head RMSNorm), `"linear"` (elu+1 feature
+            map with normaliser, RoPE in the numerator only) or `"gated"` (data-dependent per-head decay).
+        retention_decays (`list[float]`, *optional*):
+            Decay `gamma` per head for `"retention"`. Defaults to a long spectrum `1 - 2**-e` with `e` spread
+            evenly from 5 to 15 (memories of about 32 to 32k tokens).
+        gate_logit_normalizer (`float`, *optional*, defaults to 16.0):
+            For `"gated"`: the log-decay is `logsigmoid(W x) / gate_logit_normalizer`, keeping decays near 1.
+        use_output_gate (`bool`, *optional*, defaults to `False`):
+            Multiply the attention output by a swish gate (adds `hidden_size**2` parameters per layer).
+        chunk_size (`int`, *optional*, defaults to 64):
+            Tokens per chunk in the chunkwise-parallel attention.
+        prefill_segment_size (`int`, *optional*, defaults to 4096):
+            Without gradients, longer inputs run through the whole model segment by segment, carrying the
+            recurrent state, so memory stays proportional to one segment.
+        hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the feed-forward layer.
+        rope_theta (`float`, *optional*, defaults to 10000.0):
+            Base period of the rotary position embedding.
+        rms_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of the RMS norms.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialiser.
+        dropout (`float`, *optional*, defaults to 0.1):
+            Dropout on the embeddings and on each residual branch.
+        conditioning_dropout (`float`, *optional*, defaults to 0.1):
+            During training, the probability of replacing a topic or context id by 0 (unknown), so the model
+            also works when ids are not given.
+        topic_names (`list[str]`, *optional*):
+            The topic of each topic id (index 0 = unknown), so a checkpoint knows its topics by name.
+        context_names (`list[str]`, *optional*):
+            The Konteks paragraph of each context id (index 0 = unknown).
+        quantization (`dict`, *optional*):
+            Weight-only quantization of the checkpoint (`{"bits": 8 | 4, "group_size": int}`), or `None`.
+        use_cache (`bool`, *optional*, defaults to `True`):
+            Whether forward returns the recurrent-state cache.
+        pad_token_id (`int`, *optional*, defaults to 0):
+        bos_token_id (`int`, *optional*, defaults to 1):
+        eos_token_id (`int`, *optional*, defaults to 2):
+            Special token ids of the Ringan tokenizer.
+        tie_word_embeddings (`bool`, *optional*, defaults to `False`):
+            The founding document uses a separate prediction layer.
+    """
+
+    model_type = "ringan"
+
+    vocab_size: int = 10000  # the founding document's vocabulary
+    hidden_size: int = 256  # tiny width: the whole model is ~27 MB in fp32
+    intermediate_size: int = 1024  # FFN 4x
+    num_hidden_layers: int = 2  # depth from the founding document
+    num_attention_heads: int = 4  # 4 heads of 64: a 64x64 state each
+    num_topics: int = 50  # topic embedding rows, 0 = unknown
+    num_contexts: int = 100  # context embedding rows, 0 = unknown
+    max_position_embeddings: int = 131072  # the 128k promise; nothing is sized by it
+    attention_type: str = "retention"  # chosen by the quality experiments
+    retention_decays: list[float] | None = None  # per-head gamma; None = long spectrum
+    gate_logit_normalizer: float = 16.0  # keeps gated decays close to 1 at init
+    use_output_gate: bool = False  # off by default to keep the 6.7M budget
+    chunk_size: int = 64  # chunkwise attention block: O(T*C) work, cache friendly
+    prefill_segment_size: int = 4096  # bounds inference memory at any length
+    hidden_act: str = "gelu"  # plain 2-matrix FFN, as in the founding document
+    rope_theta: float = 10000.0  # standard RoPE base
+    rms_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+    dropout: float = 0.1  # founding document's dropout
+    conditioning_dropout: float = 0.1  # teaches the "unknown" rows
+    topic_names: list[str] | None = None  # id -> topic title
+    context_names: list[str] | None = None  # id -> Konteks paragraph
+    quantization: dict | None = None  # weight-only int8/int4 (see quantization.py)
+    use_cache: bool = True
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.attention_type not in ATTENTION_TYPES:
+            raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {self.attention_type!r}")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if self.retention_decays is None:
+            heads = self.num_attention_heads
+            exponents = [5.0 + 10.0 * h / max(heads - 1, 1) for h in range(heads)]
+            self.retention_decays = [1.0 - 2.0**-e for e in exponents]
+        if len(self.retention_decays) != self.num_attention_heads:
+            raise ValueError(
+                f"retention_decays has {len(self.retention_decays)} values for {self.num_attention_heads} heads"
+            )
+        if not all(0.0 < g < 1.0 for g in self.retention_decays):
+            raise ValueError(f"every retention decay must be in (0, 1), got {self.retention_decays}")
+        super().__post_init__(**kwargs)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def retention_log_decays(self) -> list[float]:
+        return [math.log(g) for g in self.retention_decays]
+
+
+__all__ = ["RinganConfig"]
