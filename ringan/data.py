@@ -56,8 +56,15 @@ class Turn:
     def __post_init__(self) -> None:
         _check_text(self.speaker, "speaker")
         _check_text(self.text, "utterance")
-        if ":" in self.speaker or len(self.speaker) > 40 or self.speaker in RESERVED_SPEAKERS:
-            raise ValueError(f"speaker name must have no ':', at most 40 characters, not be Konteks/Topik: {self.speaker!r}")
+        if (
+            ":" in self.speaker
+            or len(self.speaker) > 40
+            or self.speaker in RESERVED_SPEAKERS
+            or self.speaker.startswith(HEADER_PREFIX)  # its line would read as a topic header
+        ):
+            raise ValueError(
+                f"speaker name must have no ':', at most 40 characters, not be Konteks/Topik, not start with '====': {self.speaker!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -87,8 +94,9 @@ def _decode(data: bytes, source: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        before = data[: err.start]
+        line = before.replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1  # as parse() counts lines
+        column = err.start - (max(before.rfind(b"\n"), before.rfind(b"\r")) + 1) + 1
         raise DialogueFormatError(
             source, line, f"not valid UTF-8 (byte 0x{data[err.start]:02x} at column {column}); save the file as UTF-8"
         ) from None
@@ -122,7 +130,9 @@ def parse(text: str, source: str = "<string>") -> list[Entry]:
             match = _HEADER.match(line)
             if match is None:
                 if not line.endswith("===="):
-                    raise DialogueFormatError(source, number, "header is not closed: expected '==== Topik: <title> ===='")
+                    raise DialogueFormatError(
+                        source, number, "header is not closed: expected '==== Topik: <title> ===='"
+                    )
                 raise DialogueFormatError(source, number, "expected '==== Topik: <title> ===='")
             finish()
             topic, context, turns, header_line = match["topic"].strip(), None, [], number
@@ -130,7 +140,9 @@ def parse(text: str, source: str = "<string>") -> list[Entry]:
                 raise DialogueFormatError(source, number, "empty topic: expected '==== Topik: <title> ===='")
             continue
         if topic is None:
-            raise DialogueFormatError(source, number, "text before the first entry: expected '==== Topik: <title> ===='")
+            raise DialogueFormatError(
+                source, number, "text before the first entry: expected '==== Topik: <title> ===='"
+            )
         if context is None:
             if not line.startswith("Konteks:"):
                 raise DialogueFormatError(source, number, "expected 'Konteks: <paragraph>' after the topic header")
@@ -221,7 +233,9 @@ class LabelVocab:
         return self._index.get(name, 0) if name is not None else 0
 
     @classmethod
-    def build(cls, values: Sequence[str], max_size: int, what: str = "topics", on_overflow: str = "error") -> LabelVocab:
+    def build(
+        cls, values: Sequence[str], max_size: int, what: str = "topics", on_overflow: str = "error"
+    ) -> LabelVocab:
         """Build from the values of the data, keeping at most `max_size` rows (row 0 included).
 
         When the data holds more distinct values than fit, `on_overflow="error"` (the default) raises a
@@ -236,7 +250,9 @@ class LabelVocab:
                 f"({max_size - 1} after row 0 = unknown)"
             )
             if on_overflow == "error":
-                raise ValueError(f"{message}: raise num_{what} to at least {len(distinct) + 1}, or map the rest to unknown")
+                raise ValueError(
+                    f"{message}: raise num_{what} to at least {len(distinct) + 1}, or map the rest to unknown"
+                )
             if on_overflow != "unknown":
                 raise ValueError(f"on_overflow must be 'error' or 'unknown', got {on_overflow!r}")
             order = {name: i for i, name in enumerate(distinct)}
@@ -245,7 +261,10 @@ class LabelVocab:
             dropped = sum(c for n, c in counts.items() if n not in kept)
             import warnings
 
-            warnings.warn(f"{message}: the {max_size - 1} most frequent keep an id, {dropped} entries use id 0 (unknown)", stacklevel=2)
+            warnings.warn(
+                f"{message}: the {max_size - 1} most frequent keep an id, {dropped} entries use id 0 (unknown)",
+                stacklevel=2,
+            )
             distinct.sort(key=order.__getitem__)
         return cls([UNKNOWN, *distinct])
 
@@ -260,7 +279,9 @@ class LabelVocab:
 # -------------------------------------------------------------------------------------------- datasets
 
 
-def split_entries(entries: Sequence[Entry], validation_fraction: float = 0.1, seed: int = 0) -> tuple[list[Entry], list[Entry]]:
+def split_entries(
+    entries: Sequence[Entry], validation_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[Entry], list[Entry]]:
     """Deterministic train/validation split by entry (a seeded shuffle of the entry order)."""
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
@@ -286,12 +307,23 @@ def entries_to_records(entries: Iterable[Entry]) -> list[dict]:
 
 def build_dataset(paths: str | Path | Iterable[str | Path], validation_fraction: float = 0.1, seed: int = 0):
     """A `datasets.DatasetDict` with `train` and `validation` splits (split by entry, deterministic)."""
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset, DatasetDict, Features, List, Value
+
+    # explicit features: an empty split (validation_fraction=0, one entry) still has the columns
+    features = Features(
+        topic=Value("string"),
+        context=Value("string"),
+        speakers=List(Value("string")),
+        utterances=List(Value("string")),
+        text=Value("string"),
+    )
+
+    def to_dataset(entries: list[Entry]) -> Dataset:
+        records = entries_to_records(entries)
+        return Dataset.from_dict({name: [r[name] for r in records] for name in features}, features=features)
 
     train, val = split_entries(read_dialogues(paths), validation_fraction, seed)
-    return DatasetDict(
-        train=Dataset.from_list(entries_to_records(train)), validation=Dataset.from_list(entries_to_records(val))
-    )
+    return DatasetDict(train=to_dataset(train), validation=to_dataset(val))
 
 
 def records_to_entries(records: Iterable[dict]) -> list[Entry]:

@@ -43,9 +43,7 @@ def chunk_linear_attention(
     batch, heads, seq_len, d_k = q.shape
     d_v = v.shape[-1]
     q, k, v = q.float(), k.float(), v.float()
-    state = (
-        q.new_zeros(batch, heads, d_k, d_v) if initial_state is None else initial_state.float()
-    )
+    state = q.new_zeros(batch, heads, d_k, d_v) if initial_state is None else initial_state.float()
     if seq_len == 0:
         return q.new_zeros(batch, heads, 0, d_v, dtype=out_dtype), state
     if log_decay is not None and log_decay.dim() == 1:

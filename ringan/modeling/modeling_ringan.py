@@ -142,7 +142,9 @@ class RinganAttention(nn.Module):
                     log_decay = log_decay[None, :, None] * token_mask[:, None, :].float()
             else:
                 # [B, T, H] -> [B, H, T]; logsigmoid keeps every exponent <= 0
-                log_decay = (F.logsigmoid(self.decay_proj(hidden_states).float()) / self.gate_logit_normalizer).transpose(1, 2)
+                log_decay = (
+                    F.logsigmoid(self.decay_proj(hidden_states).float()) / self.gate_logit_normalizer
+                ).transpose(1, 2)
                 if token_mask is not None:
                     log_decay = log_decay * token_mask[:, None, :].float()  # padding neither decays nor adds
             out, s_new = self._attend(q, k, v, log_decay, s_prev)
@@ -205,9 +207,7 @@ class RinganCache:
         return int(self.seen_tokens.max()) if self.seen_tokens.numel() else 0
 
     def _map(self, fn) -> None:
-        self.states = [
-            None if s is None else (fn(s[0]), None if s[1] is None else fn(s[1])) for s in self.states
-        ]
+        self.states = [None if s is None else (fn(s[0]), None if s[1] is None else fn(s[1])) for s in self.states]
         self.seen_tokens = fn(self.seen_tokens)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -356,7 +356,9 @@ class RinganModel(RinganPreTrainedModel):
                 token_mask = None
         if cache is None and use_cache:
             cache = RinganCache(len(self.layers), batch, device)
-        offset = cache.seen_tokens.to(device) if cache is not None else torch.zeros(batch, dtype=torch.long, device=device)
+        offset = (
+            cache.seen_tokens.to(device) if cache is not None else torch.zeros(batch, dtype=torch.long, device=device)
+        )
         if token_mask is None:
             steps = torch.arange(seq_len, device=device).expand(batch, seq_len)
             new_tokens = torch.full((batch,), seq_len, dtype=torch.long, device=device)
@@ -455,7 +457,15 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
             and 0 < logits_to_keep <= segment < seq_len
         ):
             return self._segmented_forward(
-                input_ids, topic_ids, context_ids, attention_mask, cache, use_cache, inputs_embeds, logits_to_keep, return_dict
+                input_ids,
+                topic_ids,
+                context_ids,
+                attention_mask,
+                cache,
+                use_cache,
+                inputs_embeds,
+                logits_to_keep,
+                return_dict,
             )
         outputs = self.model(
             input_ids=input_ids,
@@ -484,7 +494,16 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
         return output if return_dict is not False else output.to_tuple()
 
     def _segmented_forward(
-        self, input_ids, topic_ids, context_ids, attention_mask, cache, use_cache, inputs_embeds, logits_to_keep, return_dict
+        self,
+        input_ids,
+        topic_ids,
+        context_ids,
+        attention_mask,
+        cache,
+        use_cache,
+        inputs_embeds,
+        logits_to_keep,
+        return_dict,
     ):
         """Inference over a long input: the whole model runs one segment at a time, carrying the state."""
         source = input_ids if input_ids is not None else inputs_embeds
@@ -540,7 +559,9 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
         if attention_mask is not None and not bool(attention_mask[:, -seq_len:].all()):
             model_inputs["attention_mask"] = attention_mask[:, -seq_len:]
         # per-token ids follow the tokens: keep the columns of the tokens fed now
-        model_inputs["topic_ids"] = topic_ids[:, -seq_len:] if topic_ids is not None and topic_ids.dim() == 2 else topic_ids
+        model_inputs["topic_ids"] = (
+            topic_ids[:, -seq_len:] if topic_ids is not None and topic_ids.dim() == 2 else topic_ids
+        )
         model_inputs["context_ids"] = (
             context_ids[:, -seq_len:] if context_ids is not None and context_ids.dim() == 2 else context_ids
         )

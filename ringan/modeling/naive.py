@@ -46,11 +46,7 @@ def recurrent_linear_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The decode step applied token by token (the generation path, looped for comparison)."""
     batch, heads, seq_len, d_k = q.shape
-    state = (
-        q.new_zeros(batch, heads, d_k, v.shape[-1], dtype=torch.float32)
-        if initial_state is None
-        else initial_state
-    )
+    state = q.new_zeros(batch, heads, d_k, v.shape[-1], dtype=torch.float32) if initial_state is None else initial_state
     outs = []
     for t in range(seq_len):
         g = None

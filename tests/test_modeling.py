@@ -1,0 +1,442 @@
+"""The model: kernels against the quadratic reference, padding, cache consistency, generation, save/load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import ringan  # noqa: F401  (registers the auto classes)
+from ringan import RinganCache, RinganConfig, RinganForCausalLM
+from ringan.modeling.linear_attention import chunk_linear_attention
+from ringan.modeling.naive import naive_linear_attention, recurrent_linear_attention
+
+ATTENTION_TYPES = ["retention", "linear", "gated"]
+LENGTHS = [1, 63, 64, 65, 200]
+
+
+def tiny_config(attention_type: str = "retention", **overrides) -> RinganConfig:
+    values = dict(
+        vocab_size=99,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_topics=5,
+        num_contexts=7,
+        attention_type=attention_type,
+        dropout=0.0,
+        conditioning_dropout=0.0,
+        use_output_gate=attention_type == "gated",
+    )
+    values.update(overrides)
+    return RinganConfig(**values)
+
+
+def tiny_model(attention_type: str = "retention", seed: int = 0, **overrides) -> RinganForCausalLM:
+    torch.manual_seed(seed)
+    model = RinganForCausalLM(tiny_config(attention_type, **overrides)).eval()
+    # random norms/decays so that a wrong path cannot hide behind init values of 1 or 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "decay_proj" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    return model
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-12)).item()
+
+
+# ------------------------------------------------------------------------------------------ kernels
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+@pytest.mark.parametrize("decay", ["none", "constant", "data"])
+def test_chunkwise_and_recurrent_match_reference(length, decay):
+    torch.manual_seed(length)
+    b, h, d = 2, 3, 8
+    q, k, v = (torch.randn(b, h, length, d) for _ in range(3))
+    log_decay = {
+        "none": None,
+        "constant": torch.tensor([0.9, 0.99, 0.5]).log(),
+        "data": torch.nn.functional.logsigmoid(torch.randn(b, h, length)),
+    }[decay]
+    state0 = torch.randn(b, h, d, d)
+    ref_out, ref_state = naive_linear_attention(q, k, v, log_decay, state0)
+    chunk_out, chunk_state = chunk_linear_attention(q, k, v, log_decay, state0, chunk_size=64)
+    rec_out, rec_state = recurrent_linear_attention(q, k, v, log_decay, state0)
+    for got, want in [(chunk_out, ref_out), (chunk_state, ref_state), (rec_out, ref_out), (rec_state, ref_state)]:
+        assert rel_err(got, want) < 1e-5
+
+
+def test_chunkwise_is_stable_far_beyond_one_chunk():
+    # a global gamma^-t factorisation overflows fp32 here; the chunk-local form must not
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 4000, 4) for _ in range(3))
+    out, state = chunk_linear_attention(q, k, v, torch.tensor([0.9]).log())
+    assert torch.isfinite(out).all() and torch.isfinite(state).all()
+    ref_out, _ = naive_linear_attention(q, k, v, torch.tensor([0.9]).log())
+    assert rel_err(out, ref_out) < 1e-5
+
+
+# ------------------------------------------------------------------------------- the attention layer
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+@pytest.mark.parametrize("length", LENGTHS)
+def test_padded_rows_equal_unpadded_rows(attention_type, length):
+    model = tiny_model(attention_type)
+    torch.manual_seed(1)
+    pad = 5
+    row = torch.randint(4, 99, (1, length))
+    padded = torch.cat([torch.zeros(1, pad, dtype=torch.long), row], dim=1)
+    other = torch.randint(4, 99, (1, length + pad))
+    batch = torch.cat([padded, other])
+    mask = torch.ones_like(batch)
+    mask[0, :pad] = 0
+    with torch.no_grad():
+        together = model(batch, attention_mask=mask, topic_ids=torch.tensor([1, 2])).logits
+        alone = model(row, topic_ids=torch.tensor([1])).logits
+        other_alone = model(other, topic_ids=torch.tensor([2])).logits
+    assert rel_err(together[0, pad:], alone[0]) < 1e-5
+    assert rel_err(together[1], other_alone[0]) < 1e-5
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_left_padded_chunked_prefill_and_decode_equal_full_forward(attention_type):
+    """The cache-consistency test: a left-padded batch, prefill in two pieces, then token-by-token decoding,
+    equals one full forward of each unpadded row."""
+    model = tiny_model(attention_type)
+    torch.manual_seed(2)
+    lengths = [70, 41, 9]
+    rows = [torch.randint(4, 99, (n,)) for n in lengths]
+    width = max(lengths)
+    prompt_len = 30  # in the padded layout: shorter rows are part padding, part prompt
+    batch = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(batch)
+    for i, r in enumerate(rows):
+        batch[i, width - len(r) :] = r
+        mask[i, width - len(r) :] = 1
+    topics, contexts = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
+    with torch.no_grad():
+        cache = None
+        pieces = []
+        for start, stop in [(0, 17), (17, prompt_len)]:  # chunked prefill
+            out = model(
+                batch[:, start:stop],
+                attention_mask=mask[:, :stop],
+                cache=cache,
+                use_cache=True,
+                topic_ids=topics,
+                context_ids=contexts,
+            )
+            cache = out.cache
+            pieces.append(out.logits)
+        for t in range(prompt_len, width):  # decode step by step
+            out = model(
+                batch[:, t : t + 1],
+                attention_mask=mask[:, : t + 1],
+                cache=cache,
+                use_cache=True,
+                topic_ids=topics,
+                context_ids=contexts,
+            )
+            cache = out.cache
+            pieces.append(out.logits)
+        stepped = torch.cat(pieces, dim=1)
+        for i, r in enumerate(rows):
+            full = model(r[None], topic_ids=topics[i : i + 1], context_ids=contexts[i : i + 1]).logits[0]
+            assert rel_err(stepped[i, width - len(r) :], full) < 1e-5
+        assert cache.seen_tokens.tolist() == lengths
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_segmented_prefill_equals_one_pass(attention_type):
+    model = tiny_model(attention_type, prefill_segment_size=64)
+    ids = torch.randint(4, 99, (2, 300))
+    with torch.no_grad():
+        full = model(ids, topic_ids=torch.tensor([1, 2])).logits[:, -1:]
+        segmented = model(ids, topic_ids=torch.tensor([1, 2]), logits_to_keep=1)
+    assert rel_err(segmented.logits, full) < 1e-5
+    assert segmented.cache.seen_tokens.tolist() == [300, 300]
+
+
+# --------------------------------------------------------------------------------------- behaviour
+
+
+def test_default_size_matches_founding_document():
+    model = RinganForCausalLM(RinganConfig())
+    n_params = sum(p.numel() for p in model.parameters())
+    assert abs(n_params - 6.73e6) / 6.73e6 < 0.02, n_params
+
+
+def test_conditioning_changes_logits_and_per_token_ids_broadcast():
+    model = tiny_model()
+    ids = torch.randint(4, 99, (2, 12))
+    with torch.no_grad():
+        base = model(ids, topic_ids=torch.tensor([1, 1]), context_ids=torch.tensor([2, 2])).logits
+        topic = model(ids, topic_ids=torch.tensor([3, 3]), context_ids=torch.tensor([2, 2])).logits
+        context = model(ids, topic_ids=torch.tensor([1, 1]), context_ids=torch.tensor([4, 4])).logits
+        per_token = model(ids, topic_ids=torch.ones(2, 12, dtype=torch.long), context_ids=torch.full((2, 12), 2)).logits
+        unknown = model(ids).logits
+        zeros = model(
+            ids, topic_ids=torch.zeros(2, dtype=torch.long), context_ids=torch.zeros(2, dtype=torch.long)
+        ).logits
+    assert not torch.allclose(base, topic) and not torch.allclose(base, context)
+    torch.testing.assert_close(per_token, base)
+    torch.testing.assert_close(unknown, zeros)
+    with pytest.raises(ValueError, match="out of range"):
+        model(ids, topic_ids=torch.tensor([9, 1]))
+
+
+def test_batched_equals_one_by_one():
+    model = tiny_model("gated")
+    ids = torch.randint(4, 99, (3, 40))
+    topics = torch.tensor([1, 2, 3])
+    with torch.no_grad():
+        batched = model(ids, topic_ids=topics).logits
+        single = torch.cat([model(ids[i : i + 1], topic_ids=topics[i : i + 1]).logits for i in range(3)])
+    assert rel_err(batched, single) < 1e-5
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_gradients_reach_every_parameter(attention_type):
+    model = tiny_model(attention_type).train()
+    ids = torch.randint(4, 99, (2, 70))
+    out = model(ids, topic_ids=torch.tensor([1, 2]), context_ids=torch.tensor([3, 4]), labels=ids)
+    out.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+def test_loss_matches_manual_shifted_cross_entropy_and_ignores_minus_100():
+    model = tiny_model()
+    ids = torch.randint(4, 99, (2, 20))
+    labels = ids.clone()
+    labels[0, :5] = -100
+    with torch.no_grad():
+        out = model(ids, labels=labels)
+    manual = torch.nn.functional.cross_entropy(
+        out.logits[:, :-1].reshape(-1, 99), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+    torch.testing.assert_close(out.loss, manual)
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    model = tiny_model().train()
+    ids = torch.randint(4, 99, (2, 30))
+    model(ids, labels=ids).loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.gradient_checkpointing_enable()
+    model(ids, labels=ids).loss.backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, plain[n], msg=n)
+
+
+def test_logits_to_keep():
+    model = tiny_model()
+    ids = torch.randint(4, 99, (2, 20))
+    with torch.no_grad():
+        full = model(ids).logits
+        last3 = model(ids, logits_to_keep=3).logits
+    torch.testing.assert_close(last3, full[:, -3:])
+
+
+# -------------------------------------------------------------------------------------- generation
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_greedy_generate_equals_no_cache_recompute(attention_type):
+    model = tiny_model(attention_type)
+    prompt = torch.randint(4, 99, (2, 11))
+    topics, contexts = torch.tensor([1, 2]), torch.tensor([3, 4])
+    with torch.no_grad():
+        generated = model.generate(
+            prompt, topic_ids=topics, context_ids=contexts, max_new_tokens=12, do_sample=False, eos_token_id=None
+        )
+        seq = prompt
+        for _ in range(12):
+            logits = model(seq, topic_ids=topics, context_ids=contexts, use_cache=False).logits
+            seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(generated, seq)
+
+
+def test_generate_left_padded_batch_equals_each_row_alone():
+    model = tiny_model("retention")
+    rows = [torch.randint(4, 99, (n,)) for n in (13, 6)]
+    batch = torch.zeros(2, 13, dtype=torch.long)
+    mask = torch.zeros_like(batch)
+    for i, r in enumerate(rows):
+        batch[i, 13 - len(r) :] = r
+        mask[i, 13 - len(r) :] = 1
+    kwargs = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    with torch.no_grad():
+        together = model.generate(batch, attention_mask=mask, topic_ids=torch.tensor([1, 2]), **kwargs)
+        for i, r in enumerate(rows):
+            alone = model.generate(r[None], topic_ids=torch.tensor([i + 1]), **kwargs)
+            assert torch.equal(together[i, 13:], alone[0, len(r) :])
+
+
+@pytest.mark.parametrize("per_token", [False, True])
+def test_beam_search_and_multiple_sequences_with_conditioning(per_token):
+    model = tiny_model("gated")
+    prompt = torch.randint(4, 99, (2, 7))
+    topics = torch.tensor([[1] * 7, [2] * 7]) if per_token else torch.tensor([1, 2])
+    contexts = torch.tensor([[3] * 7, [4] * 7]) if per_token else torch.tensor([3, 4])
+    with torch.no_grad():
+        beams = model.generate(
+            prompt,
+            topic_ids=topics,
+            context_ids=contexts,
+            num_beams=3,
+            num_return_sequences=2,
+            max_new_tokens=6,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
+        sampled = model.generate(
+            prompt,
+            topic_ids=topics,
+            context_ids=contexts,
+            do_sample=True,
+            num_return_sequences=3,
+            max_new_tokens=6,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
+        # the best beam must score at least as well as greedy under the model
+        greedy = model.generate(
+            prompt, topic_ids=topics, context_ids=contexts, max_new_tokens=6, do_sample=False, eos_token_id=None
+        )
+    assert beams.shape == (4, 13) and sampled.shape == (6, 13)
+
+    def score(seqs, t, c):
+        if per_token:  # new tokens keep the last prompt token's ids
+            t, c = (x[:, -1:].expand(-1, seqs.shape[1]) for x in (t, c))
+        t, c = t[:: len(t) // 2] if len(t) > 2 else t, c[:: len(c) // 2] if len(c) > 2 else c
+        logp = model(seqs, topic_ids=t, context_ids=c).logits.log_softmax(-1)[:, 6:-1]
+        return logp.gather(-1, seqs[:, 7:, None]).sum((1, 2))
+
+    with torch.no_grad():
+        best = beams[::2]
+        assert (score(best, topics, contexts) >= score(greedy, topics, contexts) - 1e-4).all()
+
+
+def test_continue_from_returned_cache():
+    model = tiny_model()
+    ids = torch.randint(4, 99, (1, 30))
+    with torch.no_grad():
+        full = model(ids).logits
+        first = model(ids[:, :18], use_cache=True)
+        saved = {k: v.clone() for k, v in first.cache.state_dict().items()}  # the cache is updated in place
+        rest = model(ids[:, 18:], cache=first.cache, use_cache=True)
+    assert rel_err(torch.cat([first.logits, rest.logits], 1), full) < 1e-5
+    # a cache survives its own state_dict round trip (what chat sessions save)
+    restored = RinganCache.from_state_dict(saved, num_layers=2)
+    with torch.no_grad():
+        again = model(ids[:, 18:], cache=restored, use_cache=True)
+    torch.testing.assert_close(again.logits, rest.logits)
+
+
+# ---------------------------------------------------------------------------------------- save/load
+
+
+def test_save_load_round_trip_and_auto_classes(tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model = tiny_model("gated", topic_names=["<unk>", "Sains"], context_names=["<unk>", "Di kelas"])
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForCausalLM"].endswith("RinganForCausalLM")
+    for name in ["modeling_ringan.py", "configuration_ringan.py", "linear_attention.py"]:
+        assert (tmp_path / name).exists(), name
+    assert AutoConfig.from_pretrained(tmp_path).topic_names == ["<unk>", "Sains"]
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(loaded) is RinganForCausalLM
+    ids = torch.randint(4, 99, (2, 25))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+
+
+def test_fresh_process_remote_code_load_without_the_package(tmp_path):
+    model = tiny_model("retention")
+    model.save_pretrained(tmp_path / "ckpt")
+    ids = torch.randint(4, 99, (1, 9))
+    with torch.no_grad():
+        expected = model(ids).logits[0, -1].tolist()
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, json, sys
+        class BlockRingan(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "ringan" or name.startswith("ringan."):
+                    raise ImportError("ringan is blocked in this test")
+        sys.meta_path.insert(0, BlockRingan())
+        sys.path = [p for p in sys.path if p not in ("", {str(tmp_path)!r})]
+        import torch
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
+        assert "ringan" not in sys.modules
+        ids = torch.tensor({ids.tolist()!r})
+        with torch.no_grad():
+            print(json.dumps({{"cls": type(model).__module__, "logits": model(ids).logits[0, -1].tolist()}}))
+            model.generate(ids, max_new_tokens=3, do_sample=False)
+        """
+    )
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "transformers_modules" in payload["cls"]
+    torch.testing.assert_close(torch.tensor(payload["logits"]), torch.tensor(expected))
+
+
+# ------------------------------------------------------------------------------------------- memory
+
+
+MEMORY_SCRIPT = """
+import resource, sys, torch
+sys.path.insert(0, {root!r})
+from ringan import RinganConfig, RinganForCausalLM
+torch.set_num_threads(1)
+length, segment = int(sys.argv[1]), int(sys.argv[2])
+config = RinganConfig(vocab_size=99, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                      num_topics=5, num_contexts=7, prefill_segment_size=segment)
+model = RinganForCausalLM(config).eval()
+ids = torch.randint(4, 99, (1, length))
+with torch.no_grad():
+    model(ids[:, :256], logits_to_keep=1)  # warm up allocator and kernels
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model(ids, logits_to_keep=1)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def _peak_growth_kib(length: int, segment: int) -> int:
+    from pathlib import Path
+
+    script = MEMORY_SCRIPT.format(root=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(length), str(segment)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def test_long_forward_memory_is_bounded_by_one_segment():
+    """32k tokens with logits_to_keep=1 grow peak RSS by about what one 1k-token segment needs; the control
+    (one segment as long as the input) needs many times more, so this test can fail."""
+    segmented = _peak_growth_kib(32768, 1024)
+    one_pass = _peak_growth_kib(32768, 32768)
+    assert segmented < 16 * 1024, f"segmented prefill grew peak RSS by {segmented} KiB"
+    assert one_pass > 3 * max(segmented, 1024), (segmented, one_pass)
