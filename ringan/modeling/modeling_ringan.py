@@ -7,6 +7,7 @@ outputs, PreTrainedModel, Model, ForCausalLM. This file ships beside every check
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_ringan import RinganConfig
 from .linear_attention import chunk_linear_attention, recurrent_linear_attention_step
+from .quantization import QUANTIZED_MODULES, replace_with_quantized_
 
 
 class RinganRMSNorm(nn.Module):
@@ -265,12 +267,17 @@ class RinganPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
+        if isinstance(module, QUANTIZED_MODULES):
+            module.init_random_(std)  # a quantized normal(0, std); loaded buffers are left alone
+        elif isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
+            # Token embeddings start at the scale of a normalised attention output (std * sqrt(width)); at 0.02
+            # the normalised attention output drowns the token identity and training stalls near unigram loss.
+            scale = math.sqrt(self.config.hidden_size) if getattr(module, "is_token_embedding", False) else 1.0
+            init.normal_(module.weight, mean=0.0, std=std * scale)
         elif isinstance(module, RinganRMSNorm):
             init.ones_(module.weight)
         elif isinstance(module, RinganRotaryEmbedding):
@@ -286,6 +293,7 @@ class RinganModel(RinganPreTrainedModel):
     def __init__(self, config: RinganConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens.is_token_embedding = True
         self.embed_topics = nn.Embedding(config.num_topics, config.hidden_size)
         self.embed_contexts = nn.Embedding(config.num_contexts, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
@@ -403,6 +411,8 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = RinganModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.quantization:
+            replace_with_quantized_(self, **config.quantization)
         self.post_init()
 
     @classmethod

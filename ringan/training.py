@@ -1,0 +1,276 @@
+"""Training and evaluation on the Hugging Face `Trainer`: sequences from dialogue entries, a collator that
+carries topic/context ids, exact perplexity and bits-per-byte, CSV logging, atomic checkpoints and resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
+
+from .data import Entry, LabelVocab, render_entry
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+# ------------------------------------------------------------------------------------------ sequences
+
+
+def _windows(ids: list[int], max_length: int) -> list[list[int]]:
+    """Windows overlapping by one token, so every token but the first is predicted exactly once."""
+    stride = max_length - 1
+    return [ids[start : start + max_length] for start in range(0, max(len(ids) - 1, 1), stride)]
+
+
+def entry_to_examples(
+    entry: Entry, tokenizer: PreTrainedTokenizerBase, topics: LabelVocab, contexts: LabelVocab, max_length: int
+) -> list[dict]:
+    """`<s>` + the entry's text + `</s>`, cut into windows of `max_length` tokens (nothing is dropped)."""
+    text = render_entry(entry)
+    ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+    return _examples(ids, len(text.encode("utf-8")), topics.id(entry.topic), contexts.id(entry.context), max_length)
+
+
+def _examples(ids: list[int], n_bytes: int, topic_id: int, context_id: int, max_length: int) -> list[dict]:
+    windows = _windows(ids, max_length)
+    predicted = max(len(ids) - 1, 1)
+    # bytes are shared out in proportion to the predicted tokens, so sums over windows stay exact
+    return [
+        {"input_ids": w, "topic_id": topic_id, "context_id": context_id, "n_bytes": n_bytes * (len(w) - 1) / predicted}
+        for w in windows
+    ]
+
+
+def text_to_examples(lines: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[dict]:
+    """Plain text (e.g. prose for pre-training): one paragraph per line, packed into windows; ids 0 (unknown)."""
+    ids: list[int] = []
+    n_bytes = 0
+    for line in lines:
+        line = line.strip()
+        if line:
+            ids += tokenizer(line + "\n\n")["input_ids"] + [tokenizer.eos_token_id]
+            n_bytes += len((line + "\n\n").encode("utf-8"))
+    return _examples(ids, n_bytes, 0, 0, max_length) if ids else []
+
+
+def pack_examples(examples: Sequence[dict], max_length: int) -> list[dict]:
+    """Concatenate sequences into blocks of `max_length` with per-token topic/context ids."""
+    packed, ids, topics, contexts, n_bytes = [], [], [], [], 0.0
+    for ex in examples:
+        n = len(ex["input_ids"])
+        if ids and len(ids) + n > max_length:
+            packed.append({"input_ids": ids, "topic_id": topics, "context_id": contexts, "n_bytes": n_bytes})
+            ids, topics, contexts, n_bytes = [], [], [], 0.0
+        ids = ids + ex["input_ids"]
+        topics = topics + [ex["topic_id"]] * n
+        contexts = contexts + [ex["context_id"]] * n
+        n_bytes += ex["n_bytes"]
+    if ids:
+        packed.append({"input_ids": ids, "topic_id": topics, "context_id": contexts, "n_bytes": n_bytes})
+    return packed
+
+
+@dataclass
+class DialogueCollator:
+    """Pads on the right, builds labels (`-100` on padding) and carries `topic_ids` / `context_ids`
+    (`[B]` per sequence, or `[B, T]` per token for packed examples)."""
+
+    pad_token_id: int = 0
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        batch = len(features)
+        input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch, width), dtype=torch.long)
+        per_token = isinstance(features[0]["topic_id"], list)
+        shape = (batch, width) if per_token else (batch,)
+        topic_ids = torch.zeros(shape, dtype=torch.long)
+        context_ids = torch.zeros(shape, dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            input_ids[i, :n] = torch.tensor(f["input_ids"])
+            attention_mask[i, :n] = 1
+            if per_token:
+                topic_ids[i, :n] = torch.tensor(f["topic_id"])
+                context_ids[i, :n] = torch.tensor(f["context_id"])
+            else:
+                topic_ids[i], context_ids[i] = f["topic_id"], f["context_id"]
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "topic_ids": topic_ids,
+            "context_ids": context_ids,
+        }
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def evaluate_examples(model, examples: Sequence[dict], batch_size: int = 8, pad_token_id: int = 0) -> dict[str, float]:
+    """Exact token-weighted loss, perplexity and bits per byte (nats summed over every predicted token)."""
+    was_training = model.training
+    model.eval()
+    collate = DialogueCollator(pad_token_id)
+    total_nll, total_tokens, total_bytes = 0.0, 0, 0.0
+    device = next(model.parameters()).device
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))  # less padding
+    for start in range(0, len(order), batch_size):
+        chunk = [examples[i] for i in order[start : start + batch_size]]
+        batch = {k: v.to(device) for k, v in collate(chunk).items()}
+        labels = batch.pop("labels")
+        logits = model(**batch, use_cache=False).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="sum")
+        total_nll += nll.item()
+        total_tokens += int((targets != -100).sum())
+        total_bytes += sum(e["n_bytes"] for e in chunk)
+    model.train(was_training)
+    loss = total_nll / max(total_tokens, 1)
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "bits_per_byte": total_nll / math.log(2) / max(total_bytes, 1e-9),
+        "tokens": total_tokens,
+    }
+
+
+# --------------------------------------------------------------------------------------------- trainer
+
+
+class CSVLoggerCallback(TrainerCallback):
+    """Appends every log line (train and eval) to `metrics.csv`, on the main process only."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
+        existing: list[dict] = []
+        if self.path.exists():
+            with self.path.open(newline="") as f:
+                existing = list(csv.DictReader(f))
+        fields = list(dict.fromkeys([k for r in existing for k in r] + list(row)))
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(existing + [row])
+        os.replace(tmp, self.path)
+
+
+class KillAtStepCallback(TrainerCallback):
+    """Test hook: `RINGAN_TEST_KILL_AT_STEP=N` SIGKILLs the run right after step N (never set by users)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RinganTrainer(Trainer):
+    """`Trainer` with exact perplexity/bits-per-byte evaluation, tokens/s in the logs, and atomic checkpoints."""
+
+    def __init__(self, *args, eval_examples: Sequence[dict] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_examples = eval_examples
+        self._start_time = time.time()
+        self._start_tokens = 0
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self.state.num_input_tokens_seen:
+            elapsed = max(time.time() - self._start_time, 1e-9)
+            logs["tokens_per_second"] = round((self.state.num_input_tokens_seen - self._start_tokens) / elapsed, 1)
+        super().log(logs, *args, **kwargs)
+
+    def train(self, *args, **kwargs):
+        self._start_time = time.time()
+        self._start_tokens = 0
+        resume = kwargs.get("resume_from_checkpoint")
+        if resume:
+            state_file = Path(resume) / "trainer_state.json"
+            if state_file.exists():
+                self._start_tokens = json.loads(state_file.read_text()).get("num_input_tokens_seen", 0) or 0
+        return super().train(*args, **kwargs)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        if self.eval_examples is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        result = evaluate_examples(self.model, self.eval_examples, self.args.per_device_eval_batch_size)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in result.items() if k != "tokens"}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+        return metrics
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write the checkpoint into a staging folder, then rename it into place: a run killed at any moment
+        leaves only complete `checkpoint-N` folders (older ones are deleted only after the new one exists)."""
+        run_dir = self.args.output_dir
+        staging_root = os.path.join(run_dir, ".staging")
+        if self.args.should_save:
+            shutil.rmtree(staging_root, ignore_errors=True)
+            os.makedirs(staging_root, exist_ok=True)
+        _barrier()  # every process writes its RNG state into the staging folder
+        self.args.output_dir = staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = run_dir
+        _barrier()
+        if self.args.should_save:
+            name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+            final = os.path.join(run_dir, name)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging_root, name), final)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            limit = self.args.save_total_limit
+            if limit:
+                for old in complete_checkpoints(run_dir)[:-limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+        _barrier()
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoint folders of a run, oldest first (staging folders are never listed)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)]
+    found = [p for p in found if p.name[len(CHECKPOINT_PREFIX) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def save_atomically(save_fn, folder: str | Path) -> None:
+    """Run `save_fn(tmp_folder)` then swap the folder into place, so `folder` is never half-written."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_fn(tmp)
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
