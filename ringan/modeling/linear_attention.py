@@ -16,7 +16,41 @@ any length.
 
 from __future__ import annotations
 
+import importlib
+import os
+
 import torch
+
+
+def _fla_chunk_simple_gla():
+    """flash-linear-attention's Triton kernel, when installed (optional, CUDA only). Imported by name so that
+    checkpoints shipping this file never require it; RINGAN_DISABLE_FLA=1 forces the pure-PyTorch path."""
+    if os.environ.get("RINGAN_DISABLE_FLA"):
+        return None
+    try:
+        return importlib.import_module("fla.ops.simple_gla").chunk_simple_gla
+    except Exception:  # noqa: BLE001  (not installed, or no Triton/GPU)
+        return None
+
+
+def fla_linear_attention(q, k, v, log_decay, initial_state):
+    """The same recurrence on fla's `chunk_simple_gla` (layout [B, T, H, D], scale 1, fp32 state)."""
+    kernel = _fla_chunk_simple_gla()
+    batch, heads, seq_len, _ = q.shape
+    if log_decay is None:
+        log_decay = q.new_zeros(batch, heads, seq_len, dtype=torch.float32)
+    elif log_decay.dim() == 1:
+        log_decay = log_decay.float().view(1, heads, 1).expand(batch, heads, seq_len)
+    out, state = kernel(
+        q.transpose(1, 2).contiguous(),
+        k.transpose(1, 2).contiguous(),
+        v.transpose(1, 2).contiguous(),
+        g=log_decay.float().transpose(1, 2).contiguous(),
+        scale=1.0,
+        initial_state=None if initial_state is None else initial_state.float(),
+        output_final_state=True,
+    )
+    return out.transpose(1, 2), state.float()
 
 
 def chunk_linear_attention(
@@ -39,6 +73,8 @@ def chunk_linear_attention(
     Returns:
         `(output [batch, heads, seq, d_v] in q's dtype, final_state [batch, heads, d_k, d_v] fp32)`.
     """
+    if q.is_cuda and q.shape[2] > 0 and _fla_chunk_simple_gla() is not None:
+        return fla_linear_attention(q, k, v, log_decay, initial_state)
     out_dtype = q.dtype
     batch, heads, seq_len, d_k = q.shape
     d_v = v.shape[-1]
