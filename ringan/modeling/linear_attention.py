@@ -82,15 +82,17 @@ def chunk_linear_attention(
     state = q.new_zeros(batch, heads, d_k, d_v) if initial_state is None else initial_state.float()
     if seq_len == 0:
         return q.new_zeros(batch, heads, 0, d_v, dtype=out_dtype), state
-    if log_decay is not None and log_decay.dim() == 1:
-        log_decay = log_decay.float().view(1, heads, 1).expand(batch, heads, seq_len)
-
     pad = (-seq_len) % chunk_size
+    # retention without padding: the same decays in every chunk (a ragged last chunk needs the general path,
+    # where the padded tail neither decays nor adds)
+    constant_decay = log_decay is not None and log_decay.dim() == 1 and pad == 0
+    if log_decay is not None and log_decay.dim() == 1 and pad:
+        log_decay = log_decay.float().view(1, heads, 1).expand(batch, heads, seq_len)
     if pad:
         q = torch.nn.functional.pad(q, (0, 0, 0, pad))
         k = torch.nn.functional.pad(k, (0, 0, 0, pad))
         v = torch.nn.functional.pad(v, (0, 0, 0, pad))
-        if log_decay is not None:
+        if log_decay is not None and not constant_decay:
             log_decay = torch.nn.functional.pad(log_decay, (0, pad))
     n_chunks = (seq_len + pad) // chunk_size
     # [B, H, T, D] -> [B, H, N, C, D]
@@ -104,8 +106,13 @@ def chunk_linear_attention(
         scores = scores.masked_fill(~causal, 0.0)
         q_inter, k_inter, chunk_decay = q, k, None
     else:
-        # cumulative log-decay inside each chunk: b_i = g_1 + ... + g_i  (<= 0, reset per chunk)
-        b = log_decay.float().view(batch, heads, n_chunks, chunk_size).cumsum(-1)  # [B, H, N, C]
+        if constant_decay:
+            # the same decays in every chunk: build them once, [H, 1, C] broadcast over batch and chunks
+            steps = torch.arange(1, chunk_size + 1, device=q.device, dtype=torch.float32)
+            b = (log_decay.float().view(heads, 1) * steps).view(1, heads, 1, chunk_size)
+        else:
+            # cumulative log-decay inside each chunk: b_i = g_1 + ... + g_i  (<= 0, reset per chunk)
+            b = log_decay.float().view(batch, heads, n_chunks, chunk_size).cumsum(-1)  # [B, H, N, C]
         b_last = b[..., -1:]  # [B, H, N, 1]
         # exp(b_i - b_j) for j <= i; masked entries get -inf before exp so nothing overflows
         pair = (b.unsqueeze(-1) - b.unsqueeze(-2)).masked_fill(~causal, float("-inf"))
@@ -113,17 +120,20 @@ def chunk_linear_attention(
         q_inter = q * b.exp().unsqueeze(-1)
         k_inter = k * (b_last - b).exp().unsqueeze(-1)
         chunk_decay = b_last.exp().unsqueeze(-1)  # [B, H, N, 1, 1]
+        if constant_decay:
+            chunk_decay = chunk_decay.expand(batch, heads, n_chunks, 1, 1)
     out = scores @ v  # intra-chunk part, [B, H, N, C, Dv]
 
-    # Inter-chunk part: carry the state. unbind (not indexing) keeps autograd's backward linear in N.
-    inter = []
-    q_chunks, k_chunks, v_chunks = q_inter.unbind(2), k_inter.unbind(2), v.unbind(2)
+    # Inter-chunk part. Each chunk's contribution k^T v comes from one batched matmul; the scan over chunks
+    # is elementwise only (unbind, not indexing, keeps autograd's backward linear in N); then every chunk
+    # reads its incoming state in one more batched matmul. Memory: N states of d_k x d_v = O(seq * d).
+    kv = (k_inter.transpose(-1, -2) @ v).unbind(2)  # N x [B, H, Dk, Dv]
     decays = chunk_decay.unbind(2) if chunk_decay is not None else None
+    incoming = []
     for n in range(n_chunks):
-        inter.append(q_chunks[n] @ state)
-        kv = k_chunks[n].transpose(-1, -2) @ v_chunks[n]
-        state = state * decays[n] + kv if decays is not None else state + kv
-    out = out + torch.stack(inter, dim=2)
+        incoming.append(state)
+        state = state * decays[n] + kv[n] if decays is not None else state + kv[n]
+    out = out + q_inter @ torch.stack(incoming, dim=2)
     out = out.view(batch, heads, n_chunks * chunk_size, d_v)[:, :, :seq_len]
     return out.to(out_dtype), state
 
