@@ -267,7 +267,7 @@ def quantize(model: str = "runs/ringan/model", output: str = "", bits: int = 8, 
         model: a saved model folder.
         output: folder for the quantized model (default: MODEL-int{bits}).
         bits: 8 or 4.
-        group_size: values per scale for int4.
+        group_size: weights per scale (default: one scale per row for int8, 32 for int4; 0 = per row).
     """
     from .app import quantize_job
 

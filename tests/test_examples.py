@@ -35,7 +35,11 @@ def test_generate_example_with_plain_transformers(model_dir):
     topic = json.loads((model_dir / "config.json").read_text())["topic_names"][1]
     result = run("generate_with_transformers.py", str(model_dir), "--turn", "Budi: Halo!", "--max-new-tokens", "5")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"==== Topik: {topic} ====" in result.stdout and "Budi: Halo!" in result.stdout and "Caecillia:" in result.stdout
+    assert (
+        f"==== Topik: {topic} ====" in result.stdout
+        and "Budi: Halo!" in result.stdout
+        and "Caecillia:" in result.stdout
+    )
 
 
 def test_finetune_example_with_plain_trainer(model_dir, tmp_path):

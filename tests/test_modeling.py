@@ -405,9 +405,16 @@ def test_fresh_process_remote_code_load_without_the_package(tmp_path):
 
 
 MEMORY_SCRIPT = """
-import resource, sys, torch
+import sys, torch
 sys.path.insert(0, {root!r})
 from ringan import RinganConfig, RinganForCausalLM
+
+
+def peak_kib():  # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's peak)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
 torch.set_num_threads(1)
 length, segment = int(sys.argv[1]), int(sys.argv[2])
 config = RinganConfig(vocab_size=99, hidden_size=32, intermediate_size=64, num_attention_heads=4,
@@ -416,9 +423,11 @@ model = RinganForCausalLM(config).eval()
 ids = torch.randint(4, 99, (1, length))
 with torch.no_grad():
     model(ids[:, :256], logits_to_keep=1)  # warm up allocator and kernels
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak to the current RSS
+    before = peak_kib()
     model(ids, logits_to_keep=1)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+print(peak_kib() - before)
 """
 
 

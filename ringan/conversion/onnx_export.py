@@ -1,0 +1,416 @@
+"""Export a Ringan checkpoint to ONNX (two graphs with explicit recurrent state) and generate with ONNX Runtime.
+
+Graphs (batch size 1; `L` layers, `H` heads of width `d`):
+
+- `prefill.onnx`: one *segment* of the prompt. Inputs `input_ids [1, T]` (T dynamic), `topic_ids [1]`,
+  `context_ids [1]` (0 = unknown), `position [1]` (tokens already seen) and, per layer, `state_{i} [1, H, d, d]`
+  (plus `normalizer_{i} [1, H, d]` for `attention_type="linear"`). Outputs `logits [1, vocab]` of the last
+  position, `position_out [1]` and the new `state_out_{i}` (/ `normalizer_out_{i}`).
+- `decode.onnx`: the same signature with `T = 1`, computed by the lean recurrent step.
+
+Why a segment graph with state inputs rather than one graph over the whole prompt: the chunkwise kernel loops
+over a data-dependent number of chunks, which an exported graph cannot do without a Loop op. Each prefill call
+is exactly ONE chunk of the chunkwise algorithm (intra-segment attention as a masked, decayed T x T product,
+plus the contribution of the incoming state) with no loop at all, and `OnnxRingan` feeds a prompt through it
+`window` tokens at a time (the model's `chunk_size`, 64 by default), carrying the state. Work is O(T * window)
+and memory is constant in the prompt length, as in PyTorch; a fresh prompt starts from zero states.
+
+`onnx` and `onnxruntime` are imported inside the functions, so the package imports without them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import types
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..modeling import RinganForCausalLM
+from ..modeling.linear_attention import chunk_linear_attention
+from ..modeling.quantization import QUANTIZED_MODULES, dequantize_model_
+from .quantize import TOKENIZER_FILES, folder_sizes
+
+META_FILE = "ringan_onnx.json"
+QUANTIZE_CHOICES = (None, "int8", "int4")
+
+
+def _segment_attend(self, q, k, v, log_decay, state):
+    """`RinganAttention._attend` for the prefill graph: the whole segment is one chunk (no loop, dynamic T)."""
+    return chunk_linear_attention(q, k, v, log_decay, state, chunk_size=q.shape[2])
+
+
+@contextlib.contextmanager
+def _one_chunk_attention(model: RinganForCausalLM):
+    """Temporarily route every attention layer of `model` through `_segment_attend` (instance attributes,
+    removed on exit), so the exported prefill reuses the layers' own forward code."""
+    attentions = [layer.self_attn for layer in model.model.layers]
+    try:
+        for attn in attentions:
+            attn._attend = types.MethodType(_segment_attend, attn)
+        yield
+    finally:
+        for attn in attentions:
+            attn.__dict__.pop("_attend", None)
+
+
+class RinganOnnxStep(nn.Module):
+    """Thin wrapper: embeddings + the model's decoder layers + final norm + LM head on the last position, with
+    the recurrent state as explicit tensors. The same module serves prefill (T tokens) and decode (T = 1)."""
+
+    def __init__(self, model: RinganForCausalLM):
+        super().__init__()
+        self.lm = model
+        self.has_normalizer = model.config.attention_type == "linear"
+
+    def forward(self, input_ids, topic_ids, context_ids, position, state, normalizer=None):
+        core = self.lm.model
+        seq_len = input_ids.shape[1]
+        hidden = core.embed_tokens(input_ids)
+        hidden = hidden + core.embed_topics(topic_ids).unsqueeze(1) + core.embed_contexts(context_ids).unsqueeze(1)
+        steps = torch.arange(seq_len, device=input_ids.device, dtype=position.dtype)
+        cos, sin = core.rotary_emb(position[:, None] + steps[None, :])
+        new_states, new_normalizers = [], []
+        for i, layer in enumerate(core.layers):
+            layer_state = (state[i], normalizer[i] if self.has_normalizer else None)
+            hidden, (s_new, z_new) = layer(hidden, cos, sin, None, layer_state)
+            new_states.append(s_new)
+            if self.has_normalizer:
+                new_normalizers.append(z_new)
+        # RMSNorm is per position: only the last one is needed. Kept 3-D so the head exports as a MatMul
+        # (a 2-D input becomes Gemm, which ORT's 4-bit quantizer skips).
+        last = core.norm(hidden[:, -1:])
+        logits = self.lm.lm_head(last)[:, 0].float()
+        outputs = (logits, position + seq_len, torch.stack(new_states))
+        return outputs + (torch.stack(new_normalizers),) if self.has_normalizer else outputs
+
+
+def _io_names(config) -> tuple[list[str], list[str]]:
+    inputs = ["input_ids", "topic_ids", "context_ids", "position", "state"]
+    outputs = ["logits", "position_out", "state_out"]
+    if config.attention_type == "linear":
+        inputs.append("normalizer")
+        outputs.append("normalizer_out")
+    return inputs, outputs
+
+
+def _example_inputs(config, seq_len: int) -> tuple:
+    layers, heads, dim = config.num_hidden_layers, config.num_attention_heads, config.head_dim
+    ids = torch.randint(4, max(config.vocab_size, 5), (1, seq_len))
+    zero = torch.zeros(1, dtype=torch.long)
+    example = (ids, zero, zero.clone(), zero.clone(), torch.zeros(layers, 1, heads, dim, dim))
+    if config.attention_type == "linear":
+        example += (torch.zeros(layers, 1, heads, dim),)
+    return example
+
+
+def _export_graph(step: RinganOnnxStep, config, path: Path, dynamic: bool) -> None:
+    inputs, outputs = _io_names(config)
+    example = _example_inputs(config, 8 if dynamic else 1)
+    kwargs = {}
+    if dynamic:
+        seq = torch.export.Dim("seq_len", min=1, max=1 << 20)
+        kwargs["dynamic_shapes"] = ({1: seq},) + (None,) * (len(example) - 1)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            step,
+            example,
+            dynamo=True,
+            input_names=inputs,
+            output_names=outputs,
+            external_data=False,
+            opset_version=21,  # 21 has the int4 types ORT's 4-bit quantizer writes
+            verbose=False,
+            **kwargs,
+        )
+    program.save(str(path))
+
+
+def _quantize_graph(path: Path, quantize: str, block_size: int = 32) -> None:
+    """Quantize `path` in place with ONNX Runtime's tools."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path = Path(tmp) / path.name
+        shutil.move(str(path), float_path)
+        if quantize == "int8":
+            # MatMul -> DynamicQuantizeLinear + MatMulInteger; Gather (embeddings) -> int8 table + dequantize
+            quantize_dynamic(float_path, path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"])
+        else:
+            import onnx
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+            quantizer = MatMulNBitsQuantizer(
+                onnx.load(str(float_path)),
+                bits=4,
+                block_size=block_size,
+                is_symmetric=True,
+                op_types_to_quantize=("MatMul", "Gather"),
+                quant_axes=(("MatMul", 0), ("Gather", 1)),
+            )
+            quantizer.process()
+            quantizer.model.save_model_to_file(str(path), use_external_data_format=False)
+
+
+def _share_weights(paths: list[Path], data_name: str = "weights.bin", min_bytes: int = 1024) -> None:
+    """Store the large initializers of the graphs in `paths` ONCE, in one external data file beside them (and
+    drop the exporter's per-node debug metadata).
+
+    prefill and decode hold the same weights; ONNX has no cross-file sharing, but external data is just
+    (file, offset, length), so both graphs can point at the same bytes. Tensors are matched by content, so this
+    holds after any quantizer renamed them. Offsets are 4 KiB-aligned (ONNX Runtime may memory-map the file).
+    """
+    import hashlib
+
+    import onnx
+
+    models = [onnx.load(str(p)) for p in paths]
+    folder = paths[0].parent
+    placed: dict[str, tuple[int, int]] = {}
+    with open(folder / data_name, "wb") as data:
+        for model in models:
+            for tensor in model.graph.initializer:
+                raw = tensor.raw_data
+                if tensor.data_location == onnx.TensorProto.EXTERNAL or len(raw) < min_bytes:
+                    continue
+                key = hashlib.sha256(raw).hexdigest()
+                if key not in placed:
+                    data.write(b"\0" * (-data.tell() % 4096))
+                    placed[key] = (data.tell(), len(raw))
+                    data.write(raw)
+                offset, length = placed[key]
+                tensor.ClearField("raw_data")
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+                del tensor.external_data[:]
+                for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(length))):
+                    entry = tensor.external_data.add()
+                    entry.key, entry.value = k, v
+    for model, path in zip(models, paths):
+        for node in model.graph.node:  # the exporter's per-node debug info (stack traces with local paths)
+            del node.metadata_props[:]
+        path.write_bytes(model.SerializeToString())
+
+
+def _int4_available() -> str | None:
+    """None if ORT's 4-bit weight quantizer is importable, else the reason."""
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer  # noqa: F401
+    except ImportError as err:  # pragma: no cover - depends on the installed onnxruntime
+        return f"onnxruntime has no MatMulNBitsQuantizer ({err})"
+    return None
+
+
+def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: str | None = None) -> dict:
+    """Export the Ringan checkpoint in `model_dir` to `out_dir/prefill.onnx` and `out_dir/decode.onnx`.
+
+    The graphs carry the per-layer recurrent state as explicit inputs/outputs (see the module docstring), so
+    generation runs in ONNX Runtime in constant memory: `onnx_generate(out_dir, ids, n)`. A weight-quantized
+    checkpoint is dequantized to fp32 first (the ONNX graph is then quantized by ONNX Runtime's own tools).
+
+    Args:
+        model_dir: a folder written by `save_pretrained` (float or `quantize_folder` output).
+        out_dir: the output folder (created). Also receives `ringan_onnx.json` (what `onnx_generate` needs:
+            layer/state shapes, prefill window, special token ids), `config.json` and the tokenizer files.
+        quantize: `None` (fp32), `"int8"` (`onnxruntime.quantization.quantize_dynamic`: int8 MatMul weights and
+            embedding tables) or `"int4"` (ORT's `MatMulNBitsQuantizer`: MatMulNBits + GatherBlockQuantized,
+            symmetric, block 32). If ORT lacks the 4-bit quantizer, the graphs stay fp32 and the report says so
+            under `"skipped"`.
+
+    Returns:
+        `{"out_dir", "quantize" (what was applied), "skipped" (reason or None), "files": {name: bytes},
+        "total_bytes", "tokenizer_files", "check": {"max_abs_logit_diff": float, "tokens": int}}`; the check
+        runs a short prompt through ORT (prefill + decode) and PyTorch and compares the logits.
+    """
+    if quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES}, got {quantize!r}")
+    import onnxruntime  # noqa: F401  (fail early with a clear ImportError)
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = RinganForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    source_quantization = model.config.quantization
+    if source_quantization or any(isinstance(m, QUANTIZED_MODULES) for m in model.modules()):
+        dequantize_model_(model)
+    config = model.config
+    step = RinganOnnxStep(model).eval()
+
+    with _one_chunk_attention(model):
+        _export_graph(step, config, out_dir / "prefill.onnx", dynamic=True)
+    _export_graph(step, config, out_dir / "decode.onnx", dynamic=False)
+
+    skipped = None
+    applied = quantize
+    if quantize == "int4" and (skipped := _int4_available()):
+        applied = None
+    if applied:
+        for name in ("prefill.onnx", "decode.onnx"):
+            _quantize_graph(out_dir / name, applied)
+
+    _share_weights([out_dir / "prefill.onnx", out_dir / "decode.onnx"])
+
+    inputs, outputs = _io_names(config)
+    meta = {
+        "format": "ringan-onnx-1",
+        "quantize": applied,
+        "source_quantization": source_quantization,
+        "attention_type": config.attention_type,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "head_dim": config.head_dim,
+        "vocab_size": config.vocab_size,
+        "prefill_window": config.chunk_size,
+        "inputs": inputs,
+        "outputs": outputs,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+    }
+    (out_dir / META_FILE).write_text(json.dumps(meta, indent=1))
+    config.to_json_file(out_dir / "config.json")  # for reference (topic/context names); no code copied
+    for name in TOKENIZER_FILES:
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, out_dir / name)
+
+    check = _check(model, out_dir)
+    report = {"out_dir": str(out_dir), "quantize": applied, "skipped": skipped}
+    report.update(folder_sizes(out_dir))
+    report["check"] = check
+    return report
+
+
+@torch.no_grad()
+def _check(model: RinganForCausalLM, out_dir: Path, prompt_len: int = 70, new: int = 3) -> dict:
+    torch.manual_seed(0)
+    ids = torch.randint(4, max(model.config.vocab_size, 5), (1, prompt_len + new))
+    runner = OnnxRingan(out_dir)
+    worst = 0.0
+    state = runner.initial_state()
+    logits, state = runner.feed(ids[0, :prompt_len].tolist(), state)
+    full = model(ids, use_cache=False).logits[0]
+    worst = max(worst, float((torch.from_numpy(logits) - full[prompt_len - 1]).abs().max()))
+    for t in range(prompt_len, prompt_len + new):
+        logits, state = runner.feed([int(ids[0, t])], state)
+        worst = max(worst, float((torch.from_numpy(logits) - full[t]).abs().max()))
+    return {"max_abs_logit_diff": worst, "tokens": prompt_len + new}
+
+
+class OnnxRingan:
+    """Generation with ONNX Runtime from a folder written by `export_onnx` (batch size 1).
+
+    Keep one instance to reuse its sessions; `onnx_generate` builds one per call.
+    """
+
+    def __init__(self, out_dir: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        out_dir = Path(out_dir)
+        self.meta = json.loads((out_dir / META_FILE).read_text())
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        self.prefill_session = ort.InferenceSession(str(out_dir / "prefill.onnx"), options, providers=providers)
+        self.decode_session = ort.InferenceSession(str(out_dir / "decode.onnx"), options, providers=providers)
+        self.topic_id = 0
+        self.context_id = 0
+
+    def initial_state(self) -> dict:
+        """Zero states at position 0 (a fresh conversation)."""
+        import numpy as np
+
+        m = self.meta
+        layers, heads, dim = m["num_hidden_layers"], m["num_attention_heads"], m["head_dim"]
+        state = {
+            "position": np.zeros(1, dtype=np.int64),
+            "state": np.zeros((layers, 1, heads, dim, dim), dtype=np.float32),
+        }
+        if "normalizer" in m["inputs"]:
+            state["normalizer"] = np.zeros((layers, 1, heads, dim), dtype=np.float32)
+        return state
+
+    def _run(self, session, ids: list[int], state: dict):
+        import numpy as np
+
+        feeds = {
+            "input_ids": np.asarray([ids], dtype=np.int64),
+            "topic_ids": np.asarray([self.topic_id], dtype=np.int64),
+            "context_ids": np.asarray([self.context_id], dtype=np.int64),
+            **state,
+        }
+        out = session.run(None, feeds)
+        new_state = {name.replace("_out", ""): value for name, value in zip(self.meta["outputs"][1:], out[1:])}
+        return out[0][0], new_state
+
+    def feed(self, ids: list[int], state: dict):
+        """Run `ids` (tokens the state has not seen) and return `(last logits [vocab] np.float32, new state)`:
+        one token goes through `decode.onnx`, more through `prefill.onnx` a window at a time."""
+        if not ids:
+            raise ValueError("feed needs at least one token")
+        if len(ids) == 1:
+            return self._run(self.decode_session, ids, state)
+        window = max(int(self.meta["prefill_window"]), 1)
+        for start in range(0, len(ids), window):
+            logits, state = self._run(self.prefill_session, ids[start : start + window], state)
+        return logits, state
+
+    def generate(
+        self,
+        input_ids,
+        max_new_tokens: int,
+        topic_id: int = 0,
+        context_id: int = 0,
+        stop_at_eos: bool = True,
+    ):
+        """Greedy generation; returns a numpy int64 array `[1, prompt + new]` (prompt included), like
+        `model.generate(..., do_sample=False)`."""
+        import numpy as np
+
+        prompt = np.asarray(input_ids.tolist() if hasattr(input_ids, "tolist") else input_ids, dtype=np.int64)
+        prompt = prompt.reshape(-1)
+        if prompt.size == 0:
+            raise ValueError("the prompt is empty")
+        self.topic_id, self.context_id = int(topic_id), int(context_id)
+        eos = self.meta.get("eos_token_id")
+        eos = set(eos if isinstance(eos, list) else [eos]) if stop_at_eos and eos is not None else set()
+        tokens = prompt.tolist()
+        if max_new_tokens <= 0:
+            return np.asarray([tokens], dtype=np.int64)
+        logits, state = self.feed(tokens, self.initial_state())
+        for i in range(max_new_tokens):
+            nxt = int(logits.argmax())
+            tokens.append(nxt)
+            if nxt in eos or i == max_new_tokens - 1:
+                break
+            logits, state = self.feed([nxt], state)
+        return np.asarray([tokens], dtype=np.int64)
+
+
+def onnx_generate(
+    out_dir: str | Path | OnnxRingan,
+    input_ids,
+    max_new_tokens: int,
+    topic_id: int = 0,
+    context_id: int = 0,
+    stop_at_eos: bool = True,
+):
+    """Greedy generation with ONNX Runtime from an `export_onnx` folder (or a ready `OnnxRingan`).
+
+    Args:
+        out_dir: the folder `export_onnx` wrote, or an `OnnxRingan` to reuse its sessions.
+        input_ids: the prompt: a list of ids, or an array/tensor of shape `[T]` or `[1, T]`.
+        max_new_tokens: tokens to generate at most.
+        topic_id, context_id: conditioning ids (0 = unknown), as `topic_ids`/`context_ids` of `generate`.
+        stop_at_eos: stop after the config's `eos_token_id` (as `generate` does by default).
+
+    Returns:
+        numpy int64 `[1, T + new]`: the prompt followed by the generated tokens.
+    """
+    runner = out_dir if isinstance(out_dir, OnnxRingan) else OnnxRingan(out_dir)
+    return runner.generate(input_ids, max_new_tokens, topic_id, context_id, stop_at_eos)
+
+
+__all__ = ["OnnxRingan", "RinganOnnxStep", "export_onnx", "onnx_generate"]

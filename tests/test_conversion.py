@@ -1,0 +1,271 @@
+"""Conversions: weight-only int8/int4 quantization (save/load, remote code, sizes), ONNX export + ORT generation,
+and the import of the founding document's reference model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_modeling import tiny_model
+from torch import nn
+
+import ringan  # noqa: F401  (registers the auto classes)
+from ringan import RinganConfig, RinganForCausalLM
+from ringan.conversion import convert_seed_checkpoint, quantize_folder
+from ringan.modeling.quantization import (
+    QuantizedEmbedding,
+    QuantizedLinear,
+    dequantize_model_,
+    dequantize_weight,
+    quantize_model_,
+    quantize_weight,
+)
+
+# ------------------------------------------------------------------------------------------ kernels
+
+
+@pytest.mark.parametrize("bits,group_size", [(8, 0), (8, 32), (4, 32), (4, 0)])
+def test_quantize_dequantize_round_trip_error(bits, group_size):
+    torch.manual_seed(0)
+    w = torch.randn(7, 40) * 0.05  # 40 columns: not a multiple of 32, so the last group is padded
+    q, scales = quantize_weight(w, bits, group_size)
+    assert q.dtype == (torch.int8 if bits == 8 else torch.uint8) and scales.dtype == torch.float16
+    back = dequantize_weight(q, scales, bits, group_size, cols=40)
+    assert back.shape == w.shape and back.dtype == torch.float32
+    group = group_size or 40
+    step = scales.float().abs().repeat_interleave(group, dim=1)[:, :40]
+    if bits == 8:
+        assert ((back - w).abs() <= step * 0.5 + 1e-7).all()
+    else:  # clipping is searched per group: never worse than plain absmax scaling (peak -> -8)
+        padded = torch.nn.functional.pad(w, (0, -40 % group)).view(7, -1, group)
+        peak = padded.gather(-1, padded.abs().argmax(-1, keepdim=True))
+        plain_scale = (peak / -8).half().float()
+        plain = (torch.round(padded / plain_scale).clamp(-8, 7) * plain_scale).view(7, -1)[:, :40]
+        assert ((back - w) ** 2).sum() <= ((plain - w) ** 2).sum() + 1e-9
+        assert ((back - w).abs() <= step * 3).all()
+        assert q.shape == (7, (40 + (-40 % group)) // 2)
+
+
+def test_dequantized_weight_is_cached_once_and_never_saved():
+    model = quantize_model_(tiny_model(), bits=4, group_size=32)
+    head = model.lm_head
+    assert isinstance(head, QuantizedLinear) and isinstance(model.model.embed_tokens, QuantizedEmbedding)
+    ids = torch.randint(4, 99, (1, 6))
+    with torch.no_grad():
+        model(ids)
+        first = head.dequantize()
+        model(ids)
+    assert head.dequantize() is first  # the same fp32 tensor: no per-step dequantization
+    keys = set(model.state_dict())
+    assert "lm_head.qweight" in keys and "lm_head.scales" in keys
+    assert not any(k.endswith(".weight") and ("proj" in k or "embed" in k or "lm_head" in k) for k in keys)
+    # new codes (a load) invalidate the cache
+    with torch.no_grad():
+        head.scales.mul_(2)
+    torch.testing.assert_close(head.dequantize(), first * 2)
+
+
+# ----------------------------------------------------------------------------- save / load / generate
+
+
+@pytest.mark.parametrize("attention_type", ["retention", "gated"])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_checkpoint_loads_with_auto_class_and_generates(tmp_path, bits, attention_type):
+    from transformers import AutoModelForCausalLM
+
+    model = tiny_model(attention_type)
+    model.save_pretrained(tmp_path / "fp32")
+    (tmp_path / "fp32" / "README.md").write_text("# tiny\n")
+    report = quantize_folder(tmp_path / "fp32", tmp_path / "q", bits=bits)
+    assert report["quantization"] == {"bits": bits, "group_size": 0 if bits == 8 else 32}
+    assert "quantization.py" in report["files"] and report["total_bytes"] == sum(report["files"].values())
+    assert (tmp_path / "q" / "README.md").read_text().startswith("# tiny")
+    config = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert config["quantization"] == report["quantization"] and "quantization_config" not in config
+    tensors = load_file(tmp_path / "q" / "model.safetensors")
+    assert tensors["lm_head.qweight"].dtype == (torch.int8 if bits == 8 else torch.uint8)
+    assert tensors["model.embed_tokens.scales"].dtype == torch.float16
+
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "q").eval()
+    assert type(loaded) is RinganForCausalLM and isinstance(loaded.lm_head, QuantizedLinear)
+    ids = torch.randint(4, 99, (2, 25))
+    topics = torch.tensor([1, 2])
+    with torch.no_grad():
+        got = loaded(ids, topic_ids=topics).logits
+        want = model(ids, topic_ids=topics).logits
+        # exactly a float model holding the dequantized weights
+        reference = dequantize_model_(quantize_model_(tiny_model(attention_type), bits)).eval()
+        torch.testing.assert_close(got, reference(ids, topic_ids=topics).logits, rtol=1e-5, atol=1e-5)
+        # close to fp32 (random tiny weights and retention's per-head norm amplify the noise: a loose bound)
+        cosine = torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0)
+        assert cosine > (0.99 if bits == 8 else 0.9), float(cosine)
+        generated = loaded.generate(
+            ids[:1, :7], topic_ids=topics[:1], max_new_tokens=6, do_sample=False, eos_token_id=None
+        )
+        seq = ids[:1, :7]
+        for _ in range(6):  # the cached path equals recomputing without a cache
+            nxt = loaded(seq, topic_ids=topics[:1], use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat([seq, nxt], dim=1)
+    assert torch.equal(generated, seq)
+
+
+def test_fresh_process_loads_quantized_checkpoint_without_the_package(tmp_path):
+    model = quantize_model_(tiny_model("retention"), bits=4, group_size=32)
+    model.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "quantization.py").exists()
+    ids = torch.randint(4, 99, (1, 9))
+    with torch.no_grad():
+        expected = model(ids).logits[0, -1].tolist()
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, json, sys
+        class BlockRingan(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "ringan" or name.startswith("ringan."):
+                    raise ImportError("ringan is blocked in this test")
+        sys.meta_path.insert(0, BlockRingan())
+        sys.path = [p for p in sys.path if p not in ("", {str(tmp_path)!r})]
+        import torch
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
+        assert "ringan" not in sys.modules
+        ids = torch.tensor({ids.tolist()!r})
+        with torch.no_grad():
+            logits = model(ids).logits[0, -1].tolist()
+            model.generate(ids, max_new_tokens=3, do_sample=False)
+        print(json.dumps({{"head": type(model.lm_head).__module__, "logits": logits}}))
+        """
+    )
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "transformers_modules" in payload["head"] and payload["head"].endswith("quantization")
+    torch.testing.assert_close(torch.tensor(payload["logits"]), torch.tensor(expected))
+
+
+def test_default_config_sizes_on_disk(tmp_path):
+    torch.manual_seed(0)
+    RinganForCausalLM(RinganConfig()).save_pretrained(tmp_path / "fp32")
+    int8 = quantize_folder(tmp_path / "fp32", tmp_path / "int8", bits=8)
+    int4 = quantize_folder(tmp_path / "fp32", tmp_path / "int4", bits=4)
+    on_disk = {name: sum(p.stat().st_size for p in (tmp_path / name).iterdir()) for name in ("int8", "int4")}
+    assert on_disk == {"int8": int8["total_bytes"], "int4": int4["total_bytes"]}  # no tokenizer here
+    assert int8["total_bytes"] < 8e6, int8
+    assert int4["total_bytes"] < 5e6, int4
+    assert int8["source_total_bytes"] > 26e6
+
+
+def test_quantizing_a_quantized_folder_is_refused(tmp_path):
+    quantize_model_(tiny_model(), bits=8).save_pretrained(tmp_path / "q")
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize_folder(tmp_path / "q", tmp_path / "again", bits=4)
+
+
+# -------------------------------------------------------------------------------------------- ONNX
+
+
+def test_onnx_greedy_generation_equals_pytorch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from ringan.conversion import export_onnx, onnx_generate
+    from ringan.conversion.onnx_export import OnnxRingan
+
+    model = tiny_model("retention")
+    model.save_pretrained(tmp_path / "fp32")
+    report = export_onnx(tmp_path / "fp32", tmp_path / "onnx")
+    assert {"prefill.onnx", "decode.onnx", "weights.bin"} <= set(report["files"])
+    assert report["check"]["max_abs_logit_diff"] < 1e-4
+    runner = OnnxRingan(tmp_path / "onnx")
+    # 70 tokens: the prompt crosses the 64-token prefill window
+    for prompt_len, topic, context in [(11, 0, 0), (70, 2, 3)]:
+        prompt = torch.randint(4, 99, (1, prompt_len))
+        with torch.no_grad():
+            expected = model.generate(
+                prompt,
+                topic_ids=torch.tensor([topic]),
+                context_ids=torch.tensor([context]),
+                max_new_tokens=10,
+                do_sample=False,
+                eos_token_id=None,
+            )
+        got = onnx_generate(runner, prompt, 10, topic_id=topic, context_id=context, stop_at_eos=False)
+        assert got.tolist() == expected.tolist()
+
+
+# --------------------------------------------------------------------------------------- seed import
+
+
+class RichEmbedding(nn.Module):
+    """The founding document's input layer (chapter 3)."""
+
+    def __init__(self, vocab_size, embed_dim, num_topics, num_contexts):
+        super().__init__()
+        self.token_embed = nn.Embedding(vocab_size, embed_dim)
+        self.topic_embed = nn.Embedding(num_topics, embed_dim)
+        self.context_embed = nn.Embedding(num_contexts, embed_dim)
+
+
+class MyGenerativeModel(nn.Module):
+    """The founding document's reference model (chapter 3), at small sizes; only its parameters matter here."""
+
+    def __init__(self, vocab_size, embed_dim, num_heads, num_layers, num_topics, num_contexts, ffn):
+        super().__init__()
+        self.rich_embedding_layer = RichEmbedding(vocab_size, embed_dim, num_topics, num_contexts)
+        layer = nn.TransformerDecoderLayer(
+            d_model=embed_dim, nhead=num_heads, dim_feedforward=ffn, dropout=0.1, batch_first=True
+        )
+        self.decoder_model = nn.TransformerDecoder(layer, num_layers)
+        self.prediction_layer = nn.Linear(embed_dim, vocab_size)
+
+
+def test_seed_checkpoint_converts_to_a_warm_start(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    seed = MyGenerativeModel(97, 32, 4, 3, 6, 9, ffn=128)
+    torch.save(seed.state_dict(), tmp_path / "seed.pt")
+    report = convert_seed_checkpoint(tmp_path / "seed.pt", tmp_path / "out")
+    printed = capsys.readouterr().out
+    cfg = report["config"]
+    assert (cfg["vocab_size"], cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"]) == (
+        97,
+        32,
+        3,
+        128,
+    )
+    assert (cfg["num_topics"], cfg["num_contexts"], cfg["num_attention_heads"]) == (6, 9, 4)
+
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    emb = seed.rich_embedding_layer
+    assert torch.equal(loaded.model.embed_tokens.weight, emb.token_embed.weight)
+    assert torch.equal(loaded.model.embed_topics.weight, emb.topic_embed.weight)
+    assert torch.equal(loaded.model.embed_contexts.weight, emb.context_embed.weight)
+    assert torch.equal(loaded.lm_head.weight, seed.prediction_layer.weight)
+    layer = seed.decoder_model.layers[1]
+    q, k, v = layer.self_attn.in_proj_weight.chunk(3)
+    attn = loaded.model.layers[1].self_attn
+    assert torch.equal(attn.q_proj.weight, q) and torch.equal(attn.k_proj.weight, k)
+    assert torch.equal(attn.v_proj.weight, v) and torch.equal(attn.o_proj.weight, layer.self_attn.out_proj.weight)
+    assert torch.equal(loaded.model.layers[1].mlp.up_proj.weight, layer.linear1.weight)
+    assert loaded.config.hidden_act == "relu" and "warm" in loaded.config.warm_start["note"].lower()
+
+    unmapped = report["unmapped"]
+    for i in range(3):
+        assert f"decoder_model.layers.{i}.multihead_attn.in_proj_weight" in unmapped
+        for norm in ("norm1", "norm2", "norm3"):
+            assert f"decoder_model.layers.{i}.{norm}.weight" in unmapped
+            assert f"decoder_model.layers.{i}.{norm}.bias" in unmapped
+    assert "prediction_layer.bias" in unmapped and report["head_bias"]["centred_max_abs"] > 0
+    assert (
+        "multihead_attn" in printed
+        and "norm3" in printed
+        and "Fine-tune" in (tmp_path / "out" / "README.md").read_text()
+    )
