@@ -89,7 +89,7 @@ def main() -> None:
         ids = torch.randint(4, vocab, (batch, length), device=device)
         for dtype in [None, torch.bfloat16]:
             results = {}
-            for name, model in [("llama sdpa", llama_model), ("ringan fla", ringan_model)]:
+            for name, model in [("llama sdpa", llama_model), ("ringan torch", ringan_model)]:
                 model.train()
                 optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
 

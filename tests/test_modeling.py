@@ -474,3 +474,25 @@ def test_every_parameter_and_buffer_is_initialised_when_missing_from_the_checkpo
         torch.testing.assert_close(buf, want, msg=name)  # RoPE frequencies, retention decays
     ids = torch.randint(4, 99, (1, 10))
     assert torch.isfinite(loaded(ids).logits).all()
+
+
+def test_rotary_embedding_is_a_rotation_by_relative_position():
+    from ringan.modeling.modeling_ringan import RinganRotaryEmbedding, apply_rotary
+
+    rope = RinganRotaryEmbedding(head_dim=8, theta=10000.0)
+    q, k = torch.randn(1, 1, 1, 8, dtype=torch.float64).float(), torch.randn(1, 1, 1, 8).float()
+
+    def rotated(x, position):
+        cos, sin = rope(torch.tensor([[position]]))
+        return apply_rotary(x, cos, sin)
+
+    dot = (rotated(q, 7) * rotated(k, 3)).sum()
+    shifted = (rotated(q, 107_007) * rotated(k, 107_003)).sum()
+    torch.testing.assert_close(dot, shifted, rtol=1e-4, atol=1e-4)  # depends on m - n only
+    torch.testing.assert_close(rotated(q, 12345).norm(), q.norm())  # a rotation keeps the norm
+    torch.testing.assert_close(rotated(q, 0), q)
+    # the first pair (frequency 1) rotates by exactly the position, in the rotate-half layout
+    angle = 0.5
+    cos, sin = rope(torch.tensor([[angle]]))
+    expected0 = q[..., 0] * torch.cos(torch.tensor(angle)) - q[..., 4] * torch.sin(torch.tensor(angle))
+    torch.testing.assert_close(apply_rotary(q, cos, sin)[..., 0], expected0)

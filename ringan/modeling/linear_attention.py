@@ -23,7 +23,7 @@ import torch
 
 
 def _fla_chunk_simple_gla():
-    """flash-linear-attention's Triton kernel, when installed (optional, CUDA only). Imported by name so that
+    """flash-linear-attention's Triton kernel, when installed (optional, CUDA, inference). Imported by name so that
     checkpoints shipping this file never require it; RINGAN_DISABLE_FLA=1 forces the pure-PyTorch path."""
     if os.environ.get("RINGAN_DISABLE_FLA"):
         return None
@@ -73,7 +73,8 @@ def chunk_linear_attention(
     Returns:
         `(output [batch, heads, seq, d_v] in q's dtype, final_state [batch, heads, d_k, d_v] fp32)`.
     """
-    if q.is_cuda and q.shape[2] > 0 and _fla_chunk_simple_gla() is not None:
+    # fla for inference only: its backward for gated decays refuses Triton < 3.7.1 on Hopper (fla issue #640)
+    if q.is_cuda and q.shape[2] > 0 and not torch.is_grad_enabled() and _fla_chunk_simple_gla() is not None:
         return fla_linear_attention(q, k, v, log_decay, initial_state)
     out_dtype = q.dtype
     batch, heads, seq_len, d_k = q.shape

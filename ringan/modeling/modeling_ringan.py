@@ -29,10 +29,9 @@ class RinganRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        dtype = hidden_states.dtype
-        hidden_states = hidden_states.float()
-        hidden_states = hidden_states * torch.rsqrt(hidden_states.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * hidden_states.to(dtype)
+        # one fused op; computed in fp32 under autocast too
+        out = F.rms_norm(hidden_states.float(), self.weight.shape, self.weight.float(), self.eps)
+        return out.to(hidden_states.dtype)
 
 
 class RinganRotaryEmbedding(nn.Module):
@@ -48,19 +47,17 @@ class RinganRotaryEmbedding(nn.Module):
         return 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim))
 
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # position_ids: [B, T] -> cos, sin: [B, 1, T, head_dim] (broadcast over heads)
+        # position_ids: [B, T] -> cos, signed sin: [B, 1, T, head_dim] (broadcast over heads); the sign of
+        # rotate_half is folded into sin so that applying RoPE is two multiplies and one add
         freqs = position_ids.float().unsqueeze(-1) * self.inv_freq.float()
-        emb = torch.cat((freqs, freqs), dim=-1).unsqueeze(1)
-        return emb.cos(), emb.sin()
+        cos, sin = freqs.cos(), freqs.sin()
+        return torch.cat((cos, cos), dim=-1).unsqueeze(1), torch.cat((-sin, sin), dim=-1).unsqueeze(1)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return (x.float() * cos + rotate_half(x.float()) * sin).to(x.dtype)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """RoPE (rotate-half convention): x * cos + rotate_half(x) * sin, in fp32."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return (x.float() * cos + torch.cat((x2, x1), dim=-1) * signed_sin).to(x.dtype)
 
 
 class RinganMLP(nn.Module):
