@@ -11,6 +11,7 @@ import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -32,6 +33,15 @@ TOPIC_CONTEXTS_FILE = "topic_contexts.json"
 
 
 # ------------------------------------------------------------------------------------------- helpers
+
+
+def verb_defaults(verb: str) -> dict:
+    """The defaults of a CLI verb's options (one place defines them: the typed functions in `cli.py`)."""
+    import inspect
+
+    from .cli import VERBS
+
+    return {p.name: p.default for p in inspect.signature(VERBS[verb]).parameters.values()}
 
 
 def set_threads(threads: int) -> int:
@@ -197,44 +207,9 @@ def _extend_names(existing: list[str], values: Sequence[str], rows: int, what: s
     return names + new[: max(room, 0)]
 
 
-def train_job(
-    data=None,
-    output="runs/ringan",
-    tokenizer=None,
-    text=None,
-    init_from=None,
-    resume=None,
-    attention_type="retention",
-    hidden_size=256,
-    num_layers=2,
-    num_heads=4,
-    intermediate_size=1024,
-    num_topics=50,
-    num_contexts=100,
-    dropout=0.1,
-    vocab_size=10000,
-    max_length=1024,
-    pack=False,
-    batch_size=8,
-    grad_accum=1,
-    learning_rate=3e-3,
-    epochs=10.0,
-    max_steps=-1,
-    warmup_ratio=0.05,
-    weight_decay=0.01,
-    eval_steps=50,
-    save_steps=50,
-    save_total_limit=2,
-    logging_steps=10,
-    validation_fraction=0.1,
-    on_overflow="unknown",
-    seed=42,
-    threads=0,
-    bf16=False,
-    tensorboard=False,
-    gradient_checkpointing=False,
-) -> dict:
-    """See `ringan train --help`. Returns the final evaluation metrics."""
+def train_job(**options) -> dict:
+    """See `ringan train --help` (the options and their defaults are `cli.train`'s). Returns the final
+    evaluation metrics."""
     import datasets
     from transformers import GenerationConfig, TrainingArguments, set_seed
 
@@ -253,30 +228,31 @@ def train_job(
         text_to_examples,
     )
 
-    set_threads(threads)
-    set_seed(seed)
-    output = Path(output)
-    if max_length < 2:
+    o = SimpleNamespace(**{**verb_defaults("train"), **options})
+    set_threads(o.threads)
+    set_seed(o.seed)
+    o.output = Path(o.output)
+    if o.max_length < 2:
         raise UserError("--max-length must be at least 2")
-    entries = read_dialogues(data_paths(data))
-    train_entries, val_entries = split_entries(entries, validation_fraction, seed)
-    text_lines = read_text_lines(text or [])
+    entries = read_dialogues(data_paths(o.data))
+    train_entries, val_entries = split_entries(entries, o.validation_fraction, o.seed)
+    text_lines = read_text_lines(o.text or [])
 
     resume_from = None
-    if resume:
-        if resume == "auto":
-            found = complete_checkpoints(output)
+    if o.resume:
+        if o.resume == "auto":
+            found = complete_checkpoints(o.output)
             resume_from = str(found[-1]) if found else None
             print(
-                f"resume: {'from ' + resume_from if resume_from else 'no checkpoint in ' + str(output) + ', starting fresh'}"
+                f"resume: {'from ' + resume_from if resume_from else 'no checkpoint in ' + str(o.output) + ', starting fresh'}"
             )
         else:
-            if not (Path(resume) / "trainer_state.json").is_file():
-                raise UserError(f"{resume}: not a complete checkpoint folder (no trainer_state.json)")
-            resume_from = resume
+            if not (Path(o.resume) / "trainer_state.json").is_file():
+                raise UserError(f"{o.resume}: not a complete checkpoint folder (no trainer_state.json)")
+            resume_from = o.resume
 
-    if init_from:
-        model, tok = load_model(init_from, for_training=True)
+    if o.init_from:
+        model, tok = load_model(o.init_from, for_training=True)
         config = model.config
         config.topic_names = _extend_names(
             config.topic_names, [e.topic for e in train_entries], config.num_topics, "topics"
@@ -286,19 +262,19 @@ def train_job(
         )
         topics, contexts = LabelVocab(config.topic_names), LabelVocab(config.context_names)
     else:
-        tok = load_tokenizer(tokenizer) if tokenizer else train_tokenizer(train_entries, vocab_size, text_lines)
-        topics = LabelVocab.build([e.topic for e in train_entries], num_topics, "topics", on_overflow)
-        contexts = LabelVocab.build([e.context for e in train_entries], num_contexts, "contexts", on_overflow)
+        tok = load_tokenizer(o.tokenizer) if o.tokenizer else train_tokenizer(train_entries, o.vocab_size, text_lines)
+        topics = LabelVocab.build([e.topic for e in train_entries], o.num_topics, "topics", o.on_overflow)
+        contexts = LabelVocab.build([e.context for e in train_entries], o.num_contexts, "contexts", o.on_overflow)
         config = ringan.RinganConfig(
             vocab_size=len(tok),
-            hidden_size=hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            intermediate_size=intermediate_size,
-            num_topics=num_topics,
-            num_contexts=num_contexts,
-            attention_type=attention_type,
-            dropout=dropout,
+            hidden_size=o.hidden_size,
+            num_hidden_layers=o.num_layers,
+            num_attention_heads=o.num_heads,
+            intermediate_size=o.intermediate_size,
+            num_topics=o.num_topics,
+            num_contexts=o.num_contexts,
+            attention_type=o.attention_type,
+            dropout=o.dropout,
             topic_names=topics.names,
             context_names=contexts.names,
             pad_token_id=tok.pad_token_id,
@@ -307,48 +283,48 @@ def train_job(
         )
         model = ringan.RinganForCausalLM(config)
 
-    train_examples = [x for e in train_entries for x in entry_to_examples(e, tok, topics, contexts, max_length)]
-    train_examples += text_to_examples(text_lines, tok, max_length)
-    if pack:
-        train_examples = pack_examples(train_examples, max_length)
-    eval_examples = [x for e in val_entries for x in entry_to_examples(e, tok, topics, contexts, max_length)]
+    train_examples = [x for e in train_entries for x in entry_to_examples(e, tok, topics, contexts, o.max_length)]
+    train_examples += text_to_examples(text_lines, tok, o.max_length)
+    if o.pack:
+        train_examples = pack_examples(train_examples, o.max_length)
+    eval_examples = [x for e in val_entries for x in entry_to_examples(e, tok, topics, contexts, o.max_length)]
     if not train_examples:
         raise UserError("no training data: every entry went to validation (lower --validation-fraction)")
 
-    steps_per_epoch = math.ceil(len(train_examples) / (batch_size * grad_accum))
-    total_steps = max_steps if max_steps > 0 else math.ceil(steps_per_epoch * epochs)
+    steps_per_epoch = math.ceil(len(train_examples) / (o.batch_size * o.grad_accum))
+    total_steps = o.max_steps if o.max_steps > 0 else math.ceil(steps_per_epoch * o.epochs)
     args = TrainingArguments(
-        output_dir=str(output),
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
+        output_dir=str(o.output),
+        per_device_train_batch_size=o.batch_size,
+        per_device_eval_batch_size=o.batch_size,
+        gradient_accumulation_steps=o.grad_accum,
+        learning_rate=o.learning_rate,
+        weight_decay=o.weight_decay,
         adam_beta2=0.98,
         max_grad_norm=1.0,
-        num_train_epochs=epochs,
-        max_steps=max_steps,
+        num_train_epochs=o.epochs,
+        max_steps=o.max_steps,
         lr_scheduler_type="cosine",
-        warmup_steps=int(warmup_ratio * total_steps),
-        logging_steps=logging_steps,
+        warmup_steps=int(o.warmup_ratio * total_steps),
+        logging_steps=o.logging_steps,
         eval_strategy="steps" if eval_examples else "no",
-        eval_steps=eval_steps,
+        eval_steps=o.eval_steps,
         save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=save_total_limit,
-        seed=seed,
-        data_seed=seed,
-        bf16=bf16,
-        report_to=["tensorboard"] if tensorboard else [],
+        save_steps=o.save_steps,
+        save_total_limit=o.save_total_limit,
+        seed=o.seed,
+        data_seed=o.seed,
+        bf16=o.bf16,
+        report_to=["tensorboard"] if o.tensorboard else [],
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
     )
-    if gradient_checkpointing:
+    if o.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    callbacks = [CSVLoggerCallback(output / "metrics.csv")]
+    callbacks = [CSVLoggerCallback(o.output / "metrics.csv")]
     if os.environ.get("RINGAN_TEST_KILL_AT_STEP"):
         callbacks.append(KillAtStepCallback(int(os.environ["RINGAN_TEST_KILL_AT_STEP"])))
     trainer = RinganTrainer(
@@ -393,16 +369,17 @@ def train_job(
                 json.dumps(topic_contexts, ensure_ascii=False, indent=1), encoding="utf-8"
             )
             (folder / "README.md").write_text(
-                model_card(config, n_params, entries, train_entries, val_entries, metrics, data, text), encoding="utf-8"
+                model_card(config, n_params, entries, train_entries, val_entries, metrics, o.data, o.text),
+                encoding="utf-8",
             )
 
-        save_atomically(save, output / "model")
+        save_atomically(save, o.output / "model")
         if metrics:
             print(
                 f"eval: loss {metrics['eval_loss']:.4f}, perplexity {metrics['eval_perplexity']:.2f}, "
                 f"bits/byte {metrics['eval_bits_per_byte']:.4f} on {len(val_entries)} held-out entries"
             )
-        print(f"saved: {output / 'model'}")
+        print(f"saved: {o.output / 'model'}")
     return metrics
 
 
@@ -581,56 +558,39 @@ def generate_reply(
     return clean_reply(tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
 
 
-def generate_job(
-    model="runs/ringan/model",
-    topic=None,
-    context=None,
-    turn=None,
-    speaker=None,
-    speakers=None,
-    num_turns=1,
-    max_new_tokens=120,
-    temperature=0.8,
-    top_k=50,
-    top_p=0.95,
-    repetition_penalty=1.1,
-    greedy=False,
-    seed=0,
-    stream=True,
-) -> list[Turn]:
+def generate_job(**options) -> list[Turn]:
+    """See `ringan generate --help` (options and defaults: `cli.generate`)."""
+    o = SimpleNamespace(**{**verb_defaults("generate"), **options})
     from transformers import TextStreamer, set_seed
 
-    model_dir = model
+    model_dir = o.model
     model, tok = load_model(model_dir)
-    topic_id, topic_name = resolve_topic(model.config, topic)
-    context_id, context_text = resolve_context(model_dir, model.config, topic_name, context)
-    turns = parse_turns(turn)
-    names = list(speakers or [])
+    topic_id, topic_name = resolve_topic(model.config, o.topic)
+    context_id, context_text = resolve_context(model_dir, model.config, topic_name, o.context)
+    turns = parse_turns(o.turn)
+    names = list(o.speakers or [])
     for t in turns:
         if t.speaker not in names:
             names.append(t.speaker)
-    if speaker and speaker not in names:
-        names.append(speaker)
-    while len(names) < 2:
-        names.append(
-            ["Kiann", "Caecillia"][len(names)]
-            if ["Kiann", "Caecillia"][len(names)] not in names
-            else f"Pembicara{len(names)}"
-        )
-    next_speaker = speaker or (names[(names.index(turns[-1].speaker) + 1) % len(names)] if turns else names[0])
-    set_seed(seed)
-    sampling = sampling_kwargs(greedy, temperature, top_k, top_p, repetition_penalty)
+    if o.speaker and o.speaker not in names:
+        names.append(o.speaker)
+    for default in ("Kiann", "Caecillia", "Pembicara"):  # two speakers at least
+        if len(names) < 2 and default not in names:
+            names.append(default)
+    next_speaker = o.speaker or (names[(names.index(turns[-1].speaker) + 1) % len(names)] if turns else names[0])
+    set_seed(o.seed)
+    sampling = sampling_kwargs(o.greedy, o.temperature, o.top_k, o.top_p, o.repetition_penalty)
     print(f"==== Topik: {topic_name} ====\n\nKonteks: {context_text}\n")
     for t in turns:
         print(f"{t.speaker}: {t.text}\n")
-    for _ in range(num_turns):
+    for _ in range(o.num_turns):
         prompt = prompt_text(topic_name, context_text, turns, next_speaker)
         streamer = None
-        if stream:
+        if o.stream:
             print(f"{next_speaker}:", end="", flush=True)
             streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        reply = generate_reply(model, tok, prompt, topic_id, context_id, max_new_tokens, sampling, streamer)
-        if not stream:
+        reply = generate_reply(model, tok, prompt, topic_id, context_id, o.max_new_tokens, sampling, streamer)
+        if not o.stream:
             print(f"{next_speaker}: {reply}\n")
         elif not reply:
             print()
@@ -737,35 +697,22 @@ class ChatSession:
         return session
 
 
-def chat_job(
-    model="runs/ringan/model",
-    topic=None,
-    context=None,
-    user="Kamu",
-    bot="Ringan",
-    session=None,
-    max_new_tokens=120,
-    temperature=0.8,
-    top_k=50,
-    top_p=0.95,
-    repetition_penalty=1.1,
-    greedy=False,
-    seed=0,
-    input_stream=None,
-) -> ChatSession:
+def chat_job(input_stream=None, **options) -> ChatSession:
+    """See `ringan chat --help` (options and defaults: `cli.chat`)."""
+    o = SimpleNamespace(**{**verb_defaults("chat"), **options})
     from transformers import TextStreamer
 
-    model_dir = model
+    model_dir = o.model
     model, tok = load_model(model_dir)
-    if session and Path(session).exists():
-        chat = ChatSession.load(session, model, tok)
-        print(f"(resumed {session}: {len(chat.turns)} turns, {chat.seen} tokens in the state)")
+    if o.session and Path(o.session).exists():
+        chat = ChatSession.load(o.session, model, tok)
+        print(f"(resumed {o.session}: {len(chat.turns)} turns, {chat.seen} tokens in the state)")
     else:
-        topic_id, topic_name = resolve_topic(model.config, topic)
-        context_id, context_text = resolve_context(model_dir, model.config, topic_name, context)
-        chat = ChatSession(model, tok, topic_name, topic_id, context_text, context_id, user, bot)
+        topic_id, topic_name = resolve_topic(model.config, o.topic)
+        context_id, context_text = resolve_context(model_dir, model.config, topic_name, o.context)
+        chat = ChatSession(model, tok, topic_name, topic_id, context_text, context_id, o.user, o.bot)
         print(f"==== Topik: {topic_name} ====\nKonteks: {context_text}\n(type /quit to stop)")
-    sampling = sampling_kwargs(greedy, temperature, top_k, top_p, repetition_penalty)
+    sampling = sampling_kwargs(o.greedy, o.temperature, o.top_k, o.top_p, o.repetition_penalty)
     stream = input_stream or sys.stdin
     interactive = stream.isatty() if hasattr(stream, "isatty") else False
     while True:
@@ -780,9 +727,9 @@ def chat_job(
             print(f"{chat.user}: {line.strip()}")
         print(f"{chat.bot}:", end="", flush=True)
         streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        chat.reply(line, max_new_tokens, sampling, seed, streamer)
-        if session:
-            chat.save(session)
+        chat.reply(line, o.max_new_tokens, sampling, o.seed, streamer)
+        if o.session:
+            chat.save(o.session)
     return chat
 
 
