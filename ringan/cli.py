@@ -382,7 +382,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description, helps = _arg_help(fn.__doc__)
         verb = sub.add_parser(
             name,
-            help=description.splitlines()[0],
+            help=description.split("\n\n")[0].replace("\n", " "),
             description=description,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
