@@ -22,7 +22,7 @@ TOKENIZER_FILES = (
     "merges.txt",
     "tokenizer.model",
 )
-COPIED_FILES = ("generation_config.json", "README.md")
+COPIED_FILES = ("generation_config.json", "README.md", "topic_contexts.json")  # what `ringan generate` reads
 
 
 def folder_sizes(folder: str | Path) -> dict:
