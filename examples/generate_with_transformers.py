@@ -53,7 +53,7 @@ def main() -> None:
         do_sample=True,
         top_p=0.95,
         temperature=0.8,
-        stop_strings=["\n\n"],  # a reply ends at the blank line before the next speaker
+        stop_strings=["\n"],  # an utterance is one line: the reply ends at its first newline
         tokenizer=tokenizer,
     )
     reply = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()

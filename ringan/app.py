@@ -166,7 +166,8 @@ def sampling_kwargs(greedy: bool, temperature: float, top_k: int, top_p: float, 
 
 
 def clean_reply(text: str) -> str:
-    return " ".join(text.split("\n\n")[0].split()).strip()
+    """The generated utterance: its first line, whitespace folded."""
+    return " ".join(text.strip().split("\n")[0].split())
 
 
 # ----------------------------------------------------------------------------------------- tokenizer
@@ -550,7 +551,7 @@ def generate_reply(
         topic_ids=torch.tensor([topic_id]),
         context_ids=torch.tensor([context_id]),
         max_new_tokens=max_new_tokens,
-        stop_strings=["\n\n"],
+        stop_strings=["\n"],  # an utterance is one line
         tokenizer=tok,
         streamer=streamer,
         **sampling,
@@ -605,8 +606,10 @@ def generate_job(**options) -> list[Turn]:
 class ChatSession:
     """A conversation held in the recurrent cache: each reply feeds only the tokens the state has not seen.
 
-    `save()` writes the transcript and the fixed-size state to one safetensors file; `load()` resumes it
-    without re-reading the history.
+    Text is tokenized in pieces that never end in whitespace (a trailing blank line is kept back and sent
+    with the next piece): BPE turns a final "\n\n" into one token that training only shows before `</s>`,
+    while inside text it is two "\n" tokens. `save()` writes the transcript and the fixed-size state to one
+    safetensors file; `load()` resumes it without re-reading the history.
     """
 
     def __init__(self, model, tok, topic: str, topic_id: int, context: str, context_id: int, user: str, bot: str):
@@ -614,7 +617,8 @@ class ChatSession:
         self.topic, self.topic_id, self.context, self.context_id = topic, topic_id, context, context_id
         self.user, self.bot = user, bot
         self.turns: list[Turn] = []
-        self.token_ids: list[int] = tok(f"==== Topik: {topic} ====\n\nKonteks: {context}\n\n")["input_ids"]
+        self.token_ids: list[int] = tok(f"==== Topik: {topic} ====\n\nKonteks: {context}")["input_ids"]
+        self.pending = "\n\n"  # whitespace that belongs before the next piece of text
         self.cache = None
 
     @property
@@ -627,9 +631,8 @@ class ChatSession:
         from ringan import RinganCache
 
         self.turns.append(Turn(self.user, " ".join(message.split())))
-        self.token_ids += self.tok(f"{self.user}: {self.turns[-1].text}\n\n{self.bot}:", add_special_tokens=False)[
-            "input_ids"
-        ]
+        piece = f"{self.pending}{self.user}: {self.turns[-1].text}\n\n{self.bot}:"
+        self.token_ids += self.tok(piece, add_special_tokens=False)["input_ids"]
         if self.cache is None:
             self.cache = RinganCache(self.model.config.num_hidden_layers, 1)
         new = torch.tensor([self.token_ids[self.seen :]])
@@ -641,19 +644,18 @@ class ChatSession:
             topic_ids=torch.tensor([self.topic_id]),
             context_ids=torch.tensor([self.context_id]),
             max_new_tokens=max_new_tokens,
-            stop_strings=["\n\n"],
+            stop_strings=["\n"],  # an utterance is one line
             tokenizer=self.tok,
             streamer=streamer,
             **sampling,
         )
-        generated = out[0, new.shape[1] :].tolist()
-        text = clean_reply(self.tok.decode(generated, skip_special_tokens=True)) or "..."
-        # the transcript the state continues from: the reply as generated, closed by a blank line
-        if not self.tok.decode(generated).endswith("\n\n"):
-            generated += self.tok("\n\n", add_special_tokens=False)["input_ids"]
-        self.token_ids += [t for t in generated if t != self.tok.eos_token_id]
-        self.turns.append(Turn(self.bot, text))
-        return text
+        generated = [t for t in out[0, new.shape[1] :].tolist() if t != self.tok.eos_token_id]
+        text = self.tok.decode(generated)
+        self.token_ids += generated  # the state continues from the reply exactly as generated
+        self.pending = "\n\n"[len(text) - len(text.rstrip("\n")) :] if text.endswith("\n") else "\n\n"
+        reply = clean_reply(text) or "..."
+        self.turns.append(Turn(self.bot, reply))
+        return reply
 
     def save(self, path: str | Path) -> None:
         from safetensors.torch import save_file
@@ -668,6 +670,7 @@ class ChatSession:
             "context_id": self.context_id,
             "user": self.user,
             "bot": self.bot,
+            "pending": self.pending,
             "turns": [[t.speaker, t.text] for t in self.turns],
         }
         tmp = Path(str(path) + ".tmp")
@@ -691,6 +694,7 @@ class ChatSession:
         )
         session.turns = [Turn(s, t) for s, t in meta["turns"]]
         session.token_ids = tensors["token_ids"].tolist()
+        session.pending = meta["pending"]
         cache_tensors = {k[len("cache.") :]: v for k, v in tensors.items() if k.startswith("cache.")}
         if cache_tensors:
             session.cache = RinganCache.from_state_dict(cache_tensors, model.config.num_hidden_layers)

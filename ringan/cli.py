@@ -56,7 +56,7 @@ def train(
     text: list[str] | None = None,
     init_from: str | None = None,
     resume: str | None = None,
-    attention_type: str = "retention",
+    attention_type: str = "linear",
     hidden_size: int = 256,
     num_layers: int = 2,
     num_heads: int = 4,

@@ -154,6 +154,12 @@ def test_chat_session_resume_gives_the_same_replies(trained, tmp_path):
     assert [t.text for t in resumed.turns] == [t.text for t in straight.turns]
     assert resumed.token_ids == straight.token_ids
     assert resumed.seen == straight.seen
+    # the state read exactly the tokens a one-shot prompt of the same conversation gives (no stray "\n\n" token)
+    from ringan.app import prompt_text
+
+    first = prompt_text(straight.topic, straight.context, straight.turns[:1], straight.bot)
+    expected = straight.tok(first)["input_ids"]
+    assert straight.token_ids[: len(expected)] == expected
     # the session file holds the fixed-size state, not the history's activations
     from safetensors import safe_open
 

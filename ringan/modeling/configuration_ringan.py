@@ -33,7 +33,7 @@ class RinganConfig(PreTrainedConfig):
         max_position_embeddings (`int`, *optional*, defaults to 131072):
             The context length the model is meant for. Nothing is allocated per position (RoPE angles are
             computed on the fly and the recurrent state has a fixed size); it is informative.
-        attention_type (`str`, *optional*, defaults to `"retention"`):
+        attention_type (`str`, *optional*, defaults to `"linear"`):
             `"retention"` (fixed per-head decay, no denominator, per-head RMSNorm), `"linear"` (elu+1 feature
             map with normaliser, RoPE in the numerator only) or `"gated"` (data-dependent per-head decay).
         retention_decays (`list[float]`, *optional*):
@@ -87,7 +87,7 @@ class RinganConfig(PreTrainedConfig):
     num_topics: int = 50  # topic embedding rows, 0 = unknown
     num_contexts: int = 100  # context embedding rows, 0 = unknown
     max_position_embeddings: int = 131072  # the 128k promise; nothing is sized by it
-    attention_type: str = "retention"  # chosen by the quality experiments
+    attention_type: str = "linear"  # best bits/byte and no long-context drift (experiments/RESULTS.md)
     retention_decays: list[float] | None = None  # per-head gamma; None = long spectrum
     gate_logit_normalizer: float = 16.0  # keeps gated decays close to 1 at init
     use_output_gate: bool = False  # off by default to keep the 6.7M budget

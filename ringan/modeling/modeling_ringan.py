@@ -317,8 +317,9 @@ class RinganModel(RinganPreTrainedModel):
                 f"embedding of {table.num_embeddings} rows (0 = unknown)"
             )
         if self.training and self.config.conditioning_dropout > 0:
-            drop = torch.rand(ids.shape, device=ids.device) < self.config.conditioning_dropout
-            ids = ids.masked_fill(drop, 0)
+            # whole sequences lose their ids (also when packed, [B, T]): the model must learn to work without them
+            drop = torch.rand(ids.shape[0], device=ids.device) < self.config.conditioning_dropout
+            ids = ids.masked_fill(drop.view(-1, *([1] * (ids.dim() - 1))), 0)
         emb = table(ids).to(like.dtype)
         return emb.unsqueeze(1) if ids.dim() == 1 else emb  # [B, 1, hidden] or [B, T, hidden]
 
