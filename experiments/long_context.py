@@ -1,0 +1,275 @@
+"""Experiment 3: what happens past the training length (1024)?
+
+    python experiments/long_context.py                      # final checkpoints (prose + dialogue)
+    python experiments/long_context.py --checkpoint prose   # the checkpoints after prose pre-training only
+
+The stream: the held-out prose (the last 15% of prose-id.txt by characters, never trained on), its lines
+shuffled with a fixed seed (so the kind of text does not drift along the stream) and concatenated, each line
+as in pre-training (`<s>` line `\\n\\n` `</s>`). These are unrelated sentences and paragraphs: the stream
+measures robustness far past the training length, not the use of long-range information.
+
+Models: the final (prose + dialogue) checkpoints of experiment 1, trained on sequences of 1024 tokens.
+  - Ringan, carried: the whole stream in segments of 1024 with a `RinganCache` carrying the state (and the
+    RoPE position) from segment to segment, so position p sees all p earlier tokens.
+  - Ringan, reset (control): a fresh state every 1024 tokens (the training condition).
+  - Llama: one forward over the first LLAMA_TOKENS tokens; and Llama reset every 1024 tokens.
+Per-token losses are averaged in log-spaced position bins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common as C  # noqa: E402
+
+RINGAN = ["retention", "linear", "gated"]
+SEGMENT = 1024
+LLAMA_TOKENS = 32768
+OUT = C.RESULTS / "long_context.json"
+
+
+def build_stream(data, tok) -> list[int]:
+    lines = list(data.prose_heldout)
+    random.Random(0).shuffle(lines)
+    ids: list[int] = []
+    for line in lines:
+        ids += tok(line + "\n\n")["input_ids"] + [tok.eos_token_id]
+    return ids
+
+
+def token_nll(logits, targets):
+    import torch
+
+    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def ringan_nll(model, ids, carry: bool):
+    """nll[p] = -log P(ids[p+1] | ids[:p+1]) (carry) or given only the tokens since the last reset."""
+    import torch
+
+    from ringan import RinganCache
+
+    x = torch.tensor(ids)
+    out = torch.empty(len(ids) - 1)
+    cache = RinganCache(len(model.model.layers), 1)
+    prev_last = None  # logits at the last position of the previous segment (predict this segment's first token)
+    with torch.no_grad():
+        for start in range(0, len(ids), SEGMENT):
+            seg = x[start : start + SEGMENT]
+            if not carry:
+                cache = RinganCache(len(model.model.layers), 1)
+            logits = model(input_ids=seg[None], cache=cache, use_cache=True).logits[0]
+            if prev_last is not None:
+                out[start - 1] = token_nll(prev_last[None], seg[:1])[0]
+            n = min(len(seg) - 1, len(ids) - 1 - start)
+            if n > 0:
+                out[start : start + n] = token_nll(logits[:n], seg[1 : n + 1])
+            prev_last = logits[-1]
+    return out
+
+
+def llama_nll(model, ids, length: int | None):
+    """One forward over ids[:length] (length None: non-overlapping windows of SEGMENT, a reset every window)."""
+    import torch
+
+    x = torch.tensor(ids)
+    with torch.no_grad():
+        if length is not None:
+            x = x[:length]
+            hidden = model.model(input_ids=x[None], use_cache=False).last_hidden_state[0]
+            out = torch.empty(len(x) - 1)
+            for s in range(0, len(x) - 1, 2048):
+                e = min(s + 2048, len(x) - 1)
+                out[s:e] = token_nll(model.lm_head(hidden[s:e]), x[s + 1 : e + 1])
+            return out
+        out = torch.empty(len(ids) - 1)
+        prev_last = None
+        for start in range(0, len(ids), SEGMENT):
+            seg = x[start : start + SEGMENT]
+            logits = model(input_ids=seg[None], use_cache=False).logits[0]
+            if prev_last is not None:
+                out[start - 1] = token_nll(prev_last[None], seg[:1])[0]
+            n = min(len(seg) - 1, len(ids) - 1 - start)
+            if n > 0:
+                out[start : start + n] = token_nll(logits[:n], seg[1 : n + 1])
+            prev_last = logits[-1]
+        return out
+
+
+def bins_for(n: int) -> list[tuple[int, int]]:
+    """Log-spaced bins over the position of the predicting token: [0,16), [16,32), ..., last bin up to n."""
+    edges = [0] + [2**k for k in range(4, 40) if 2**k < n]
+    # the last power-of-two bin swallows a short tail so the last bin is not tiny
+    if n - edges[-1] < edges[-1] - edges[-2]:
+        edges[-1] = n
+    else:
+        edges.append(n)
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def binned(nll, bins):
+    return [float(nll[a:b].mean()) if b <= len(nll) + 1 else None for a, b in bins]  # +1: nll has n-1 entries
+
+
+def plot(curves: dict, bins, n: int, suffix: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    centers = [math.sqrt(max(a, 1) * b) for a, b in bins]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    colors = {"retention": "C0", "linear": "C1", "gated": "C2", "llama": "C3"}
+    for name, curve in curves.items():
+        model, mode = name.split("/")
+        xs = [c for c, v in zip(centers, curve) if v is not None]
+        ys = [v for v in curve if v is not None]
+        style = "-" if mode in ("carried", "single") else "--"
+        label = f"{model} ({'state carried' if mode == 'carried' else 'one forward' if mode == 'single' else 'reset every 1024'})"
+        axes[0].plot(xs, ys, style, color=colors[model], marker="o", markersize=3, label=label)
+    for name, curve in curves.items():
+        model, mode = name.split("/")
+        if mode in ("carried", "single"):
+            ref = curves[f"{model}/reset"]
+            xs = [c for c, v, r in zip(centers, curve, ref) if v is not None]
+            ys = [v / r for v, r in zip(curve, ref) if v is not None]
+            axes[1].plot(xs, ys, color=colors[model], marker="o", markersize=3, label=model)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.axvline(1024, color="gray", lw=0.8, ls=":")
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("position in the stream (tokens, log scale); dotted: training length")
+    axes[0].set_ylabel("loss (nats/token), bin mean")
+    axes[0].set_title(f"held-out prose stream, {n} tokens ({suffix.strip('_') or 'final'} checkpoints)")
+    axes[0].set_ylim(top=min(12, axes[0].get_ylim()[1]))
+    axes[0].legend(fontsize=7)
+    axes[1].axhline(1.0, color="k", lw=0.8)
+    axes[1].axhline(1.05, color="gray", lw=0.8, ls="--")
+    axes[1].set_ylabel("loss / loss with reset every 1024 (same tokens)")
+    axes[1].set_title("relative to the within-training-length control")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(C.RESULTS / f"long_context{suffix}.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--llama-tokens", type=int, default=LLAMA_TOKENS)
+    parser.add_argument(
+        "--checkpoint",
+        choices=["final", "prose"],
+        default="final",
+        help="final: prose + dialogue (the models of experiment 1's table); prose: after pre-training only",
+    )
+    parser.add_argument("--replot", action="store_true", help="redraw the figure from the saved JSON only")
+    args = parser.parse_args()
+    suffix = "" if args.checkpoint == "final" else f"_{args.checkpoint}"
+    if args.replot:
+        saved = json.loads(OUT.with_name(f"long_context{suffix}.json").read_text())
+        plot(saved["curves"], [tuple(b) for b in saved["bins"]], saved["stream_tokens"] - 1, suffix)
+        return
+    C.require_data()
+    start = time.time()
+    C.setup(0)
+    data = C.load_data()
+    tok = C.get_tokenizer(data)
+    ids = build_stream(data, tok)
+    n = len(ids) - 1  # predicted tokens
+    bins = bins_for(n)
+    C.log(f"stream: {len(data.prose_heldout)} held-out prose lines, {len(ids)} tokens; bins {bins}")
+    curves, timing, nlls = {}, {}, {}
+    for name in RINGAN + ["llama"]:
+        folder = C.WORK / "exp1" / name / args.checkpoint
+        if not (folder / "config.json").exists():
+            raise SystemExit(f"{folder} is missing: run `python experiments/attention_choice.py --stage main` first")
+        model = C.load_model(folder).eval()
+        modes = ["carried", "reset"] if name != "llama" else ["single", "reset"]
+        for mode in modes:
+            t = time.time()
+            if name == "llama":
+                nll = llama_nll(model, ids, args.llama_tokens if mode == "single" else None)
+            else:
+                nll = ringan_nll(model, ids, carry=mode == "carried")
+            timing[f"{name}/{mode}"] = {"seconds": time.time() - t, "tokens": len(nll)}
+            curves[f"{name}/{mode}"] = binned(nll, bins)
+            nlls[f"{name}/{mode}"] = nll
+            C.log(f"{name}/{mode}: {len(nll)} tokens in {time.time() - t:.1f}s, mean loss {float(nll.mean()):.4f}")
+    plot(curves, bins, n, suffix)
+
+    rows = ["| position bin | " + " | ".join(curves) + " |", "| --- |" + " --- |" * len(curves)]
+    for i, (a, b) in enumerate(bins):
+        cells = [f"{curves[k][i]:.3f}" if curves[k][i] is not None else "–" for k in curves]
+        rows.append(f"| [{a}, {b}) | " + " | ".join(cells) + " |")
+    table = "\n".join(rows)
+
+    a, b = bins[-1]
+    summary_rows = [
+        "| model | loss, positions < 1024 (carried = reset here) | loss, whole stream with reset every 1024 | "
+        f"last bin [{a}, {b}) carried | same tokens, reset every 1024 | last bin / reset (same tokens) | "
+        "last bin / positions < 1024 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    summary = {}
+    for name in RINGAN:
+        carried, reset = nlls[f"{name}/carried"], nlls[f"{name}/reset"]
+        first = float(carried[:1023].mean())
+        last, last_reset = float(carried[a:b].mean()), float(reset[a:b].mean())
+        whole_reset = float(reset.mean())
+        summary[name] = {
+            "first_1024": first,
+            "reset_whole": whole_reset,
+            "last_bin": last,
+            "last_bin_reset": last_reset,
+            "ratio_last_vs_reset_same_tokens": last / last_reset,
+            "ratio_last_vs_first_1024": last / first,
+            "ratio_last_vs_reset_whole": last / whole_reset,
+        }
+        summary_rows.append(
+            f"| {name} | {first:.3f} | {whole_reset:.3f} | {last:.3f} | {last_reset:.3f} | {last / last_reset - 1:+.1%} | "
+            f"{last / first - 1:+.1%} |"
+        )
+    single, reset = nlls["llama/single"], nlls["llama/reset"]
+    lb = [(x, y) for x, y in bins if y <= len(single) + 1][-1]
+    summary["llama"] = {
+        "tokens": len(single) + 1,
+        "last_bin": list(lb),
+        "single_last_bin": float(single[lb[0] : lb[1]].mean()),
+        "reset_same_tokens": float(reset[lb[0] : lb[1]].mean()),
+        "first_1024": float(single[:1023].mean()),
+    }
+    summary_rows.append(
+        f"| llama (one forward of {len(single) + 1} tokens; last bin [{lb[0]}, {lb[1]})) | {summary['llama']['first_1024']:.3f} | "
+        f"{float(reset.mean()):.3f} | {summary['llama']['single_last_bin']:.3f} | {summary['llama']['reset_same_tokens']:.3f} | "
+        f"{summary['llama']['single_last_bin'] / summary['llama']['reset_same_tokens'] - 1:+.1%} | "
+        f"{summary['llama']['single_last_bin'] / summary['llama']['first_1024'] - 1:+.1%} |"
+    )
+    summary_table = "\n".join(summary_rows)
+    print(table + "\n\n" + summary_table)
+    C.write_json(
+        OUT.with_name(f"long_context{suffix}.json"),
+        {
+            "checkpoint": args.checkpoint,
+            "stream_tokens": len(ids),
+            "heldout_lines": len(data.prose_heldout),
+            "bins": bins,
+            "curves": curves,
+            "summary": summary,
+            "table": table,
+            "summary_table": summary_table,
+            "timing": timing,
+            "wall_seconds": time.time() - start,
+        },
+    )
+    C.log(f"done in {time.time() - start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
