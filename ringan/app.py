@@ -335,6 +335,7 @@ def train_job(**options) -> dict:
         eval_dataset=datasets.Dataset.from_list(eval_examples) if eval_examples else None,
         data_collator=DialogueCollator(tok.pad_token_id),
         eval_examples=eval_examples or None,
+        best_dir=o.output / "best" if (eval_examples and o.keep_best) else None,
         callbacks=callbacks,
     )
     n_params = sum(p.numel() for p in model.parameters())
@@ -346,6 +347,14 @@ def train_job(**options) -> dict:
         )
     trainer.train(resume_from_checkpoint=resume_from)
     metrics = trainer.evaluate() if eval_examples else {}
+    if trainer.best is not None and trainer.best["eval_loss"] < metrics.get("eval_loss", float("inf")):
+        from safetensors.torch import load_file
+
+        # a small corpus overfits: the model we keep is the one that did best on held-out entries
+        trainer.model.load_state_dict(load_file(str(o.output / "best" / "model.safetensors")))
+        metrics = trainer.evaluate(metric_key_prefix="eval")
+        if trainer.is_world_process_zero():
+            print(f"keep-best: the final model is the step-{trainer.best['step']} weights (lowest validation loss)")
 
     if trainer.is_world_process_zero():
         model.generation_config = GenerationConfig(
@@ -842,7 +851,7 @@ def probe_step_seconds(vocab: int, batch_size: int, max_length: int, threads: in
     return min(times[1:])
 
 
-def quickstart_job(output="runs/quickstart", minutes=4.0, topic=None, seed=42) -> dict:
+def quickstart_job(output="runs/quickstart", minutes=3.0, topic=None, seed=42) -> dict:
     from .data import load_default_corpus
 
     started = time.time()
@@ -859,7 +868,7 @@ def quickstart_job(output="runs/quickstart", minutes=4.0, topic=None, seed=42) -
     train_tokenizer_job(None, str(tok_dir), 10000, [], 2, entries=train_entries)  # held-out entries stay unseen
 
     batch_size, max_length = 8, 512
-    step = probe_step_seconds(10000, batch_size, max_length, threads)
+    step = probe_step_seconds(len(load_tokenizer(tok_dir)), batch_size, max_length, threads)
     sequences = sum(max(1, math.ceil(len(render_entry(e)) / 4.4 / max_length)) for e in train_entries)
     steps = max(30, int(minutes * 60 / (step * 1.25)))
     print(
@@ -904,7 +913,7 @@ def quickstart_job(output="runs/quickstart", minutes=4.0, topic=None, seed=42) -
     )
     print("== self-contained checkpoint ==")
     result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS_CHECK, str(model_dir)],
+        [sys.executable, "-c", FRESH_PROCESS_CHECK, str(model_dir.resolve())],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},

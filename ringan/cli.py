@@ -85,6 +85,7 @@ def train(
     bf16: bool = False,
     tensorboard: bool = False,
     gradient_checkpointing: bool = False,
+    keep_best: bool = True,
 ) -> None:
     """Train a Ringan model on dialogue files with the Hugging Face Trainer (from scratch or from a checkpoint).
 
@@ -130,6 +131,8 @@ def train(
         bf16: bf16 autocast (state and decays stay fp32).
         tensorboard: also log to TensorBoard (under OUTPUT/runs).
         gradient_checkpointing: trade compute for memory.
+        keep_best: save the weights with the lowest validation loss (OUTPUT/best) and make them the final
+            model; a small corpus overfits long before the last step.
     """
     arguments = dict(locals())
     from .app import train_job
@@ -309,7 +312,7 @@ def convert(source: str = "seed", checkpoint: str = "", output: str = "", tokeni
 
 def quickstart(
     output: str = "runs/quickstart",
-    minutes: float = 4.0,
+    minutes: float = 3.0,
     topic: str | None = None,
     seed: int = 42,
 ) -> None:

@@ -187,9 +187,14 @@ class KillAtStepCallback(TrainerCallback):
 class RinganTrainer(Trainer):
     """`Trainer` with exact perplexity/bits-per-byte evaluation, tokens/s in the logs, and atomic checkpoints."""
 
-    def __init__(self, *args, eval_examples: Sequence[dict] | None = None, **kwargs):
+    def __init__(
+        self, *args, eval_examples: Sequence[dict] | None = None, best_dir: str | Path | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.eval_examples = eval_examples
+        # the weights with the lowest validation loss so far, kept on disk so a resumed run knows them too
+        self.best_dir = Path(best_dir) if best_dir else None
+        self.best = read_best(self.best_dir)
         self._start_time = time.time()
         self._start_tokens = 0
 
@@ -215,6 +220,16 @@ class RinganTrainer(Trainer):
         result = evaluate_examples(self.model, self.eval_examples, self.args.per_device_eval_batch_size)
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in result.items() if k != "tokens"}
         self.log(metrics)
+        if self.best_dir is not None and self.is_world_process_zero():
+            if self.best is None or result["loss"] < self.best["eval_loss"]:
+                self.best = {"step": self.state.global_step, "eval_loss": result["loss"]}
+                best = dict(self.best)
+
+                def save(folder: Path) -> None:
+                    self.model.save_pretrained(str(folder))
+                    (folder / BEST_FILE).write_text(json.dumps(best))
+
+                save_atomically(save, self.best_dir)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
         return metrics
 
@@ -250,6 +265,16 @@ class RinganTrainer(Trainer):
 def _barrier() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+BEST_FILE = "best.json"
+
+
+def read_best(best_dir: Path | None) -> dict | None:
+    """`{"step", "eval_loss"}` of the best weights saved in `best_dir`, if any."""
+    if best_dir is None or not (best_dir / BEST_FILE).is_file():
+        return None
+    return json.loads((best_dir / BEST_FILE).read_text())
 
 
 def complete_checkpoints(run_dir: str | Path) -> list[Path]:

@@ -99,6 +99,10 @@ def test_train_saves_a_complete_model_with_card_and_metrics(trained):
     assert "trust_remote_code=True" in card and "perplexity" in card and config["topic_names"][1] in card
     assert sorted(p.name for p in trained.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
     assert not (trained / ".staging").exists()
+    # keep-best: the best validation loss seen is on disk, and the final model is at least that good
+    best = json.loads((trained / "best" / "best.json").read_text())
+    assert best["eval_loss"] == pytest.approx(min(float(r["eval_loss"]) for r in evals[:-1]))
+    assert float(evals[-1]["eval_loss"]) <= best["eval_loss"] + 1e-6
 
 
 def test_eval_verb_overall_and_per_speaker(trained, tmp_path, capsys):
