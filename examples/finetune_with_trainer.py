@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=1024)
     args = parser.parse_args()
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)  # the config has auto_map
     model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=True)
     topics = model.config.topic_names or ["<unk>"]
     contexts = model.config.context_names or ["<unk>"]

@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)  # the config has auto_map
     model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=True).eval()
     topics = model.config.topic_names or ["<unk>"]
     topic = args.topic or (topics[1] if len(topics) > 1 else "Obrolan")

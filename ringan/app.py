@@ -437,7 +437,7 @@ def model_card(config, n_params, entries, train_entries, val_entries, metrics, d
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO")
+        tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO", trust_remote_code=True)  # the config has auto_map
         model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
         messages = [{{"role": "system", "content": "Konteks ..."}}, {{"role": "user", "name": "Kiann", "content": "Halo!"}}]
         ids = tokenizer.apply_chat_template(messages, topic="{topic}", assistant_name="Caecillia",
@@ -824,7 +824,7 @@ sys.meta_path.insert(0, BlockRingan())
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 folder = sys.argv[1]
-tok = AutoTokenizer.from_pretrained(folder)
+tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
 model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
 ids = tok("==== Topik: ", return_tensors="pt")
 out = model.generate(**ids, max_new_tokens=8, do_sample=False)
