@@ -347,11 +347,21 @@ def header_lines(threads: int, extra: dict | None = None) -> list[str]:
     return [f"- **{k}**: {v}" for k, v in rows.items()]
 
 
+def _ringan_default(name: str):
+    """A RinganConfig default, read without importing torch (the parent process never imports it)."""
+    import re
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[1] / "ringan/modeling/configuration_ringan.py").read_text()
+    return re.search(rf"^    {name}: [^=]+= (.+?)  #", source, flags=re.M).group(1).strip('"')
+
+
 def models_line() -> str:
     return (
         f"Both models: vocab {VOCAB}, width {HIDDEN}, {LAYERS} layers, {HEADS} heads, FFN {FFN}, fp32, untied head, "
-        "random init (seed 0), random token ids. Ringan = `RinganForCausalLM(RinganConfig())` (retention, chunk 64, "
-        "prefill segments of 4096, GELU 2-matrix FFN); Llama = `LlamaForCausalLM` with SDPA attention "
+        "random init (seed 0), random token ids. Ringan = `RinganForCausalLM(RinganConfig())` (the default "
+        f"`{_ringan_default('attention_type')}` attention, chunk {_ringan_default('chunk_size')}, prefill segments of "
+        f"{_ringan_default('prefill_segment_size')}, GELU 2-matrix FFN); Llama = `LlamaForCausalLM` with SDPA attention "
         "(SwiGLU 3-matrix FFN, so it has ~7% more parameters)."
     )
 

@@ -523,9 +523,10 @@ def evaluate_by_speaker(model, tok, entries: Sequence[Entry], max_length: int = 
     }
 
 
-def eval_job(model_dir, data, batch_size=8, max_length=1024, json_output=None) -> dict:
+def eval_job(model_dir, data, batch_size=8, max_length=1024, json_output=None, threads=0) -> dict:
     from .training import entry_to_examples, evaluate_examples
 
+    set_threads(threads)
     model, tok = load_model(model_dir)
     entries = read_dialogues(data_paths(data))
     topics = LabelVocab(model.config.topic_names or [UNKNOWN])
@@ -573,6 +574,7 @@ def generate_job(**options) -> list[Turn]:
     o = SimpleNamespace(**{**verb_defaults("generate"), **options})
     from transformers import TextStreamer, set_seed
 
+    set_threads(o.threads)
     model_dir = o.model
     model, tok = load_model(model_dir)
     topic_id, topic_name = resolve_topic(model.config, o.topic)
@@ -715,6 +717,7 @@ def chat_job(input_stream=None, **options) -> ChatSession:
     o = SimpleNamespace(**{**verb_defaults("chat"), **options})
     from transformers import TextStreamer
 
+    set_threads(o.threads)
     model_dir = o.model
     model, tok = load_model(model_dir)
     if o.session and Path(o.session).exists():

@@ -127,7 +127,7 @@ def train(
         on_overflow: 'unknown' maps topics/contexts beyond the embedding rows to id 0 (with a warning);
             'error' stops instead.
         seed: random seed (data order, init, dropout).
-        threads: torch CPU threads (0 = one per physical core, at most 2 on small machines).
+        threads: torch CPU threads (0 = torch's default, one per core; 1 on a busy machine: see benchmarks/README.md).
         bf16: bf16 autocast (state and decays stay fp32).
         tensorboard: also log to TensorBoard (under OUTPUT/runs).
         gradient_checkpointing: trade compute for memory.
@@ -146,6 +146,7 @@ def eval(  # noqa: A001  (the verb is called eval)
     batch_size: int = 8,
     max_length: int = 1024,
     json_output: str | None = None,
+    threads: int = 0,
 ) -> None:
     """Perplexity and bits per byte of a checkpoint on dialogue files, overall and per speaker.
 
@@ -155,10 +156,11 @@ def eval(  # noqa: A001  (the verb is called eval)
         batch_size: sequences per forward pass.
         max_length: tokens per sequence window.
         json_output: also write the results to this JSON file.
+        threads: torch CPU threads (0 = torch's default, one per core; 1 on a busy machine: see benchmarks/README.md).
     """
     from .app import eval_job
 
-    eval_job(model, data, batch_size, max_length, json_output)
+    eval_job(model, data, batch_size, max_length, json_output, threads)
 
 
 def generate(
@@ -177,6 +179,7 @@ def generate(
     greedy: bool = False,
     seed: int = 0,
     stream: bool = True,
+    threads: int = 0,
 ) -> None:
     """Continue a dialogue for a Topik and Konteks: each reply stops at the end of the speaker's turn.
 
@@ -196,6 +199,7 @@ def generate(
         greedy: greedy decoding instead of sampling.
         seed: random seed for sampling.
         stream: print tokens as they are generated.
+        threads: torch CPU threads (0 = torch's default, one per core; 1 on a busy machine: see benchmarks/README.md).
     """
     arguments = dict(locals())
     from .app import generate_job
@@ -217,6 +221,7 @@ def chat(
     repetition_penalty: float = 1.1,
     greedy: bool = False,
     seed: int = 0,
+    threads: int = 0,
 ) -> None:
     """Chat: you play one speaker, the model the other. Each reply costs only its new tokens (the
     conversation lives in the fixed-size recurrent state). Type /quit to stop.
@@ -235,6 +240,7 @@ def chat(
         repetition_penalty: >1 discourages repeating tokens.
         greedy: greedy decoding instead of sampling.
         seed: random seed for sampling.
+        threads: torch CPU threads (0 = torch's default, one per core; 1 on a busy machine: see benchmarks/README.md).
     """
     arguments = dict(locals())
     from .app import chat_job
