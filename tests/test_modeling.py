@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
+from fresh_process import run_without_ringan
 
 import ringan  # noqa: F401  (registers the auto classes)
 from ringan import RinganCache, RinganConfig, RinganForCausalLM
@@ -372,31 +372,19 @@ def test_fresh_process_remote_code_load_without_the_package(tmp_path):
     ids = torch.randint(4, 99, (1, 9))
     with torch.no_grad():
         expected = model(ids).logits[0, -1].tolist()
-    script = textwrap.dedent(
+    payload = run_without_ringan(
         f"""
-        import importlib.abc, json, sys
-        class BlockRingan(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name == "ringan" or name.startswith("ringan."):
-                    raise ImportError("ringan is blocked in this test")
-        sys.meta_path.insert(0, BlockRingan())
-        sys.path = [p for p in sys.path if p not in ("", {str(tmp_path)!r})]
+        import json
         import torch
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
-        assert "ringan" not in sys.modules
         ids = torch.tensor({ids.tolist()!r})
         with torch.no_grad():
             print(json.dumps({{"cls": type(model).__module__, "logits": model(ids).logits[0, -1].tolist()}}))
             model.generate(ids, max_new_tokens=3, do_sample=False)
-        """
+        """,
+        tmp_path,
     )
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")}
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert "transformers_modules" in payload["cls"]
     torch.testing.assert_close(torch.tensor(payload["logits"]), torch.tensor(expected))
 
