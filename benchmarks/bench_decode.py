@@ -212,10 +212,7 @@ def main() -> None:
             f"extrapolated linearly from the previous context exceeded `--llama-max-seconds` "
             f"({args.llama_max_seconds:.0f} s)."
         )
-    summary += notes and ["", "Errors:"] + [f"- {n}" for n in notes]
-    summary.append(f"\nTotal wall time of this run: {total_s:.0f} s.")
-    text = "\n".join(body + summary)
-    print("\n".join(header) + "\n\n" + text)
+    text = C.close_report(header, body, summary, notes, total_s)
 
     if not args.no_write:
         md, png = C.result_paths(args.name or NAME, args.quick)

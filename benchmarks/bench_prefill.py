@@ -227,10 +227,7 @@ def main() -> None:
                 f"{check_len} tokens one at a time (`model(ids[:, t:t+1], cache=cache, use_cache=True)`); "
                 f"the token-by-token loop took {check['loop_s']:.1f} s."
             )
-    summary += notes and ["", "Errors:"] + [f"- {n}" for n in notes]
-    summary.append(f"\nTotal wall time of this run: {total_s:.0f} s.")
-    text = "\n".join(body + summary)
-    print("\n".join(header) + "\n\n" + text)
+    text = C.close_report(header, body, summary, notes, total_s)
 
     if not args.no_write:
         md, png = C.result_paths(args.name or NAME, args.quick)

@@ -199,10 +199,7 @@ def main() -> None:
         C.markdown_table(headers, rows),
         "",
     ]
-    summary = notes and ["Errors:"] + [f"- {x}" for x in notes] or []
-    summary.append(f"\nTotal wall time of this run: {total_s:.0f} s.")
-    text = "\n".join(body + summary)
-    print("\n".join(header) + "\n\n" + text)
+    text = C.close_report(header, body, [], notes, total_s)
 
     if not args.no_write:
         md, png = C.result_paths(args.name or NAME, args.quick)

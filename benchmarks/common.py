@@ -400,6 +400,15 @@ def result_paths(name: str, quick: bool) -> tuple[Path, Path]:
     return RESULTS_DIR / f"{base}.md", RESULTS_DIR / f"{base}.png"
 
 
+def close_report(header: list[str], body: list[str], summary: list[str], notes: list[str], total_s: float) -> str:
+    """Append the errors and the run's wall time to a report, print it, and return its text (without header)."""
+    summary = summary + (["", "Errors:"] + [f"- {n}" for n in notes] if notes else [])
+    summary.append(f"\nTotal wall time of this run: {total_s:.0f} s.")
+    text = "\n".join(body + summary)
+    print("\n".join(header) + "\n\n" + text)
+    return text
+
+
 def write_markdown(path: Path, title: str, header: list[str], body: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = f"# {title}\n\n" + "\n".join(header) + "\n\n" + body.rstrip() + "\n"

@@ -51,22 +51,18 @@ def token_nll(logits, targets):
     return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
 
 
-def ringan_nll(model, ids, carry: bool):
-    """nll[p] = -log P(ids[p+1] | ids[:p+1]) (carry) or given only the tokens since the last reset."""
+def segment_nll(ids, forward):
+    """nll[p] = -log P(ids[p+1] | ...) with the stream fed in SEGMENT-token pieces; `forward(seg)` returns the
+    piece's logits, and the last logits of one piece predict the first token of the next."""
     import torch
-
-    from ringan import RinganCache
 
     x = torch.tensor(ids)
     out = torch.empty(len(ids) - 1)
-    cache = RinganCache(len(model.model.layers), 1)
-    prev_last = None  # logits at the last position of the previous segment (predict this segment's first token)
+    prev_last = None
     with torch.no_grad():
         for start in range(0, len(ids), SEGMENT):
             seg = x[start : start + SEGMENT]
-            if not carry:
-                cache = RinganCache(len(model.model.layers), 1)
-            logits = model(input_ids=seg[None], cache=cache, use_cache=True).logits[0]
+            logits = forward(seg)
             if prev_last is not None:
                 out[start - 1] = token_nll(prev_last[None], seg[:1])[0]
             n = min(len(seg) - 1, len(ids) - 1 - start)
@@ -76,32 +72,34 @@ def ringan_nll(model, ids, carry: bool):
     return out
 
 
+def ringan_nll(model, ids, carry: bool):
+    """nll[p] = -log P(ids[p+1] | ids[:p+1]) (carry) or given only the tokens since the last reset."""
+    from ringan import RinganCache
+
+    cache = [RinganCache(len(model.model.layers), 1)]
+
+    def forward(seg):
+        if not carry:
+            cache[0] = RinganCache(len(model.model.layers), 1)
+        return model(input_ids=seg[None], cache=cache[0], use_cache=True).logits[0]
+
+    return segment_nll(ids, forward)
+
+
 def llama_nll(model, ids, length: int | None):
     """One forward over ids[:length] (length None: non-overlapping windows of SEGMENT, a reset every window)."""
     import torch
 
-    x = torch.tensor(ids)
+    if length is None:
+        return segment_nll(ids, lambda seg: model(input_ids=seg[None], use_cache=False).logits[0])
+    x = torch.tensor(ids)[:length]
     with torch.no_grad():
-        if length is not None:
-            x = x[:length]
-            hidden = model.model(input_ids=x[None], use_cache=False).last_hidden_state[0]
-            out = torch.empty(len(x) - 1)
-            for s in range(0, len(x) - 1, 2048):
-                e = min(s + 2048, len(x) - 1)
-                out[s:e] = token_nll(model.lm_head(hidden[s:e]), x[s + 1 : e + 1])
-            return out
-        out = torch.empty(len(ids) - 1)
-        prev_last = None
-        for start in range(0, len(ids), SEGMENT):
-            seg = x[start : start + SEGMENT]
-            logits = model(input_ids=seg[None], use_cache=False).logits[0]
-            if prev_last is not None:
-                out[start - 1] = token_nll(prev_last[None], seg[:1])[0]
-            n = min(len(seg) - 1, len(ids) - 1 - start)
-            if n > 0:
-                out[start : start + n] = token_nll(logits[:n], seg[1 : n + 1])
-            prev_last = logits[-1]
-        return out
+        hidden = model.model(input_ids=x[None], use_cache=False).last_hidden_state[0]
+        out = torch.empty(len(x) - 1)
+        for s in range(0, len(x) - 1, 2048):
+            e = min(s + 2048, len(x) - 1)
+            out[s:e] = token_nll(model.lm_head(hidden[s:e]), x[s + 1 : e + 1])
+    return out
 
 
 def bins_for(n: int) -> list[tuple[int, int]]:
