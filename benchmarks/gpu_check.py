@@ -19,7 +19,7 @@ import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ringan import RinganConfig, RinganForCausalLM
-from ringan.modeling import linear_attention
+from ringan.modeling import ops_linear_attention
 
 
 def timed(fn, repeat: int = 3) -> float:
@@ -52,7 +52,7 @@ def main() -> None:
     rows: list[str] = []
     header = (
         f"# GPU check\n\n{torch.cuda.get_device_name()} | torch {torch.__version__} | transformers "
-        f"{transformers.__version__} | fla: {linear_attention._fla_chunk_simple_gla() is not None} | "
+        f"{transformers.__version__} | fla: {ops_linear_attention._FLA_KERNEL is not None} | "
         f"{platform.python_version()}\n\n| what | model | size | time | tokens/s | vs Llama |\n| --- | --- | --- | --- | --- | --- |"
     )
     print(header, flush=True)

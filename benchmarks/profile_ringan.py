@@ -30,7 +30,8 @@ def label_regions(model) -> None:
     import torch
     from torch import nn
 
-    import ringan.modeling.modeling_ringan as mr
+    import ringan.modeling.mixer_delta as md
+    import ringan.modeling.mixer_linear as ml
 
     def wrap_fn(name: str, fn):
         def wrapped(*a, **k):
@@ -39,12 +40,14 @@ def label_regions(model) -> None:
 
         return wrapped
 
-    for fn_name in ("chunk_linear_attention", "recurrent_linear_attention_step", "apply_rotary"):
-        original = getattr(mr, fn_name)
+    patches = [(ml, "chunk_linear_attention"), (ml, "recurrent_linear_attention_step"), (ml, "apply_rotary")]
+    patches += [(md, "chunk_delta_rule"), (md, "recurrent_delta_rule_step"), (md, "apply_rotary")]
+    for module, fn_name in patches:
+        original = getattr(module, fn_name)
         if not getattr(original, "_bench_wrapped", False):
             w = wrap_fn(f"R.{fn_name}", original)
             w._bench_wrapped = True
-            setattr(mr, fn_name, w)
+            setattr(module, fn_name, w)
 
     def hook(module, name):
         def pre(mod, args):

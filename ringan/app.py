@@ -212,7 +212,7 @@ def train_job(**options) -> dict:
     """See `ringan train --help` (the options and their defaults are `cli.train`'s). Returns the final
     evaluation metrics."""
     import datasets
-    from transformers import GenerationConfig, TrainingArguments, set_seed
+    from transformers import GenerationConfig, set_seed
 
     import ringan
 
@@ -227,6 +227,7 @@ def train_job(**options) -> dict:
         pack_examples,
         save_atomically,
         text_to_examples,
+        training_arguments,
     )
 
     o = SimpleNamespace(**{**verb_defaults("train"), **options})
@@ -294,34 +295,22 @@ def train_job(**options) -> dict:
 
     steps_per_epoch = math.ceil(len(train_examples) / (o.batch_size * o.grad_accum))
     total_steps = o.max_steps if o.max_steps > 0 else math.ceil(steps_per_epoch * o.epochs)
-    args = TrainingArguments(
-        output_dir=str(o.output),
-        per_device_train_batch_size=o.batch_size,
-        per_device_eval_batch_size=o.batch_size,
-        gradient_accumulation_steps=o.grad_accum,
+    args = training_arguments(
+        o.output,
+        batch_size=o.batch_size,
+        grad_accum=o.grad_accum,
         learning_rate=o.learning_rate,
         weight_decay=o.weight_decay,
-        adam_beta2=0.98,
-        max_grad_norm=1.0,
-        num_train_epochs=o.epochs,
+        epochs=o.epochs,
         max_steps=o.max_steps,
-        lr_scheduler_type="cosine",
         warmup_steps=int(o.warmup_ratio * total_steps),
         logging_steps=o.logging_steps,
-        eval_strategy="steps" if eval_examples else "no",
-        eval_steps=o.eval_steps,
-        save_strategy="steps",
+        eval_steps=o.eval_steps if eval_examples else None,
         save_steps=o.save_steps,
         save_total_limit=o.save_total_limit,
         seed=o.seed,
-        data_seed=o.seed,
         bf16=o.bf16,
-        report_to=["tensorboard"] if o.tensorboard else [],
-        remove_unused_columns=False,
-        include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
+        tensorboard=o.tensorboard,
     )
     if o.gradient_checkpointing:
         model.gradient_checkpointing_enable()

@@ -326,6 +326,23 @@ def build_dataset(paths: str | Path | Iterable[str | Path], validation_fraction:
     return DatasetDict(train=to_dataset(train), validation=to_dataset(val))
 
 
+def split_text(lines: Sequence[str], validation_fraction: float) -> tuple[list[str], list[str]]:
+    """Hold out the LAST `validation_fraction` of a text file's characters (whole lines; blank lines dropped).
+
+    By characters, not lines: files are often ordered by source (long paragraphs first, short sentences last),
+    so the last share of the lines can hold far less than that share of the text.
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    lines = [line.strip() for line in lines if line.strip()]
+    total = sum(len(line) for line in lines)
+    cut, held = len(lines), 0
+    while cut > 0 and validation_fraction > 0 and held < validation_fraction * total:
+        cut -= 1
+        held += len(lines[cut])
+    return lines[:cut], lines[cut:]
+
+
 def records_to_entries(records: Iterable[dict]) -> list[Entry]:
     """Inverse of `entries_to_records` (e.g. rows of a `datasets.Dataset` loaded from the Hub)."""
     return [

@@ -51,14 +51,14 @@ def _examples(ids: list[int], n_bytes: int, topic_id: int, context_id: int, max_
 
 def text_to_examples(lines: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[dict]:
     """Plain text (e.g. prose for pre-training): one paragraph per line, packed into windows; ids 0 (unknown)."""
+    texts = [line.strip() + "\n\n" for line in lines if line.strip()]
+    if not texts:
+        return []
     ids: list[int] = []
-    n_bytes = 0
-    for line in lines:
-        line = line.strip()
-        if line:
-            ids += tokenizer(line + "\n\n")["input_ids"] + [tokenizer.eos_token_id]
-            n_bytes += len((line + "\n\n").encode("utf-8"))
-    return _examples(ids, n_bytes, 0, 0, max_length) if ids else []
+    for encoded in tokenizer(texts)["input_ids"]:  # one batched call: fast on large files
+        ids += encoded + [tokenizer.eos_token_id]
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    return _examples(ids, n_bytes, 0, 0, max_length)
 
 
 def pack_examples(examples: Sequence[dict], max_length: int) -> list[dict]:
@@ -111,6 +111,59 @@ class DialogueCollator:
             "topic_ids": topic_ids,
             "context_ids": context_ids,
         }
+
+
+def training_arguments(
+    output_dir: str | Path,
+    *,
+    batch_size: int,
+    learning_rate: float,
+    max_steps: int = -1,
+    epochs: float = 1.0,
+    grad_accum: int = 1,
+    warmup_steps: int = 0,
+    weight_decay: float = 0.01,
+    seed: int = 42,
+    bf16: bool = False,
+    logging_steps: int = 10,
+    save_steps: int = 50,
+    save_total_limit: int = 2,
+    eval_steps: int | None = None,
+    tensorboard: bool = False,
+):
+    """The `TrainingArguments` of every Ringan training run (`ringan train`, the experiments): AdamW with
+    beta2 0.98, gradient clipping at 1.0, linear warm-up then cosine decay, exact data-order seeding."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        adam_beta2=0.98,
+        max_grad_norm=1.0,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        lr_scheduler_type="cosine",
+        warmup_steps=warmup_steps,
+        logging_steps=logging_steps,
+        eval_strategy="steps" if eval_steps else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=save_total_limit,
+        seed=seed,
+        data_seed=seed,
+        bf16=bf16,
+        report_to=["tensorboard"] if tensorboard else [],
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+    )
 
 
 # ------------------------------------------------------------------------------------------ evaluation

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 from fresh_process import run_without_ringan
+from helpers import ATTENTION_TYPES, tiny_model
 from safetensors.torch import load_file
-from test_modeling import tiny_model
 from torch import nn
 
 import ringan  # noqa: F401  (registers the auto classes)
@@ -71,7 +71,7 @@ def test_dequantized_weight_is_cached_once_and_never_saved():
 # ----------------------------------------------------------------------------- save / load / generate
 
 
-@pytest.mark.parametrize("attention_type", ["retention", "gated"])
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
 @pytest.mark.parametrize("bits", [8, 4])
 def test_quantized_checkpoint_loads_with_auto_class_and_generates(tmp_path, bits, attention_type):
     from transformers import AutoModelForCausalLM
@@ -112,8 +112,9 @@ def test_quantized_checkpoint_loads_with_auto_class_and_generates(tmp_path, bits
     assert torch.equal(generated, seq)
 
 
-def test_fresh_process_loads_quantized_checkpoint_without_the_package(tmp_path):
-    model = quantize_model_(tiny_model("retention"), bits=4, group_size=32)
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_fresh_process_loads_quantized_checkpoint_without_the_package(tmp_path, attention_type):
+    model = quantize_model_(tiny_model(attention_type), bits=4, group_size=32)
     model.save_pretrained(tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "quantization.py").exists()
     ids = torch.randint(4, 99, (1, 9))
@@ -158,13 +159,14 @@ def test_quantizing_a_quantized_folder_is_refused(tmp_path):
 # -------------------------------------------------------------------------------------------- ONNX
 
 
-def test_onnx_greedy_generation_equals_pytorch(tmp_path):
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_onnx_greedy_generation_equals_pytorch(tmp_path, attention_type):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from ringan.conversion import export_onnx, onnx_generate
     from ringan.conversion.onnx_export import OnnxRingan
 
-    model = tiny_model("retention")
+    model = tiny_model(attention_type)
     model.save_pretrained(tmp_path / "fp32")
     report = export_onnx(tmp_path / "fp32", tmp_path / "onnx")
     assert {"prefill.onnx", "decode.onnx", "weights.bin"} <= set(report["files"])

@@ -9,80 +9,10 @@ import sys
 import pytest
 import torch
 from fresh_process import run_without_ringan
+from helpers import ATTENTION_TYPES, LENGTHS, rel_err, tiny_model
 
 import ringan  # noqa: F401  (registers the auto classes)
 from ringan import RinganCache, RinganConfig, RinganForCausalLM
-from ringan.modeling.linear_attention import chunk_linear_attention
-from ringan.modeling.naive import naive_linear_attention, recurrent_linear_attention
-
-ATTENTION_TYPES = ["retention", "linear", "gated"]
-LENGTHS = [1, 63, 64, 65, 200]
-
-
-def tiny_config(attention_type: str = "retention", **overrides) -> RinganConfig:
-    values = dict(
-        vocab_size=99,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_topics=5,
-        num_contexts=7,
-        attention_type=attention_type,
-        dropout=0.0,
-        conditioning_dropout=0.0,
-        use_output_gate=attention_type == "gated",
-    )
-    values.update(overrides)
-    return RinganConfig(**values)
-
-
-def tiny_model(attention_type: str = "retention", seed: int = 0, **overrides) -> RinganForCausalLM:
-    torch.manual_seed(seed)
-    model = RinganForCausalLM(tiny_config(attention_type, **overrides)).eval()
-    # random norms/decays so that a wrong path cannot hide behind init values of 1 or 0
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or "decay_proj" in name:
-                p.add_(torch.randn_like(p) * 0.3)
-    return model
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-12)).item()
-
-
-# ------------------------------------------------------------------------------------------ kernels
-
-
-@pytest.mark.parametrize("length", LENGTHS)
-@pytest.mark.parametrize("decay", ["none", "constant", "data"])
-def test_chunkwise_and_recurrent_match_reference(length, decay):
-    torch.manual_seed(length)
-    b, h, d = 2, 3, 8
-    q, k, v = (torch.randn(b, h, length, d) for _ in range(3))
-    log_decay = {
-        "none": None,
-        "constant": torch.tensor([0.9, 0.99, 0.5]).log(),
-        "data": torch.nn.functional.logsigmoid(torch.randn(b, h, length)),
-    }[decay]
-    state0 = torch.randn(b, h, d, d)
-    ref_out, ref_state = naive_linear_attention(q, k, v, log_decay, state0)
-    chunk_out, chunk_state = chunk_linear_attention(q, k, v, log_decay, state0, chunk_size=64)
-    rec_out, rec_state = recurrent_linear_attention(q, k, v, log_decay, state0)
-    for got, want in [(chunk_out, ref_out), (chunk_state, ref_state), (rec_out, ref_out), (rec_state, ref_state)]:
-        assert rel_err(got, want) < 1e-5
-
-
-def test_chunkwise_is_stable_far_beyond_one_chunk():
-    # a global gamma^-t factorisation overflows fp32 here; the chunk-local form must not
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(1, 1, 4000, 4) for _ in range(3))
-    out, state = chunk_linear_attention(q, k, v, torch.tensor([0.9]).log())
-    assert torch.isfinite(out).all() and torch.isfinite(state).all()
-    ref_out, _ = naive_linear_attention(q, k, v, torch.tensor([0.9]).log())
-    assert rel_err(out, ref_out) < 1e-5
-
 
 # ------------------------------------------------------------------------------- the attention layer
 
@@ -194,8 +124,9 @@ def test_conditioning_changes_logits_and_per_token_ids_broadcast():
         model(ids, topic_ids=torch.tensor([9, 1]))
 
 
-def test_batched_equals_one_by_one():
-    model = tiny_model("gated")
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_batched_equals_one_by_one(attention_type):
+    model = tiny_model(attention_type)
     ids = torch.randint(4, 99, (3, 40))
     topics = torch.tensor([1, 2, 3])
     with torch.no_grad():
@@ -230,10 +161,12 @@ def test_loss_matches_manual_shifted_cross_entropy_and_ignores_minus_100():
 def test_gradient_checkpointing_gives_same_gradients():
     model = tiny_model().train()
     ids = torch.randint(4, 99, (2, 30))
+    torch.manual_seed(1)  # the same dropout masks in both runs (checkpointing replays the RNG state)
     model(ids, labels=ids).loss.backward()
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     model.gradient_checkpointing_enable()
+    torch.manual_seed(1)
     model(ids, labels=ids).loss.backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, plain[n], msg=n)
@@ -267,8 +200,9 @@ def test_greedy_generate_equals_no_cache_recompute(attention_type):
     assert torch.equal(generated, seq)
 
 
-def test_generate_left_padded_batch_equals_each_row_alone():
-    model = tiny_model("retention")
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_generate_left_padded_batch_equals_each_row_alone(attention_type):
+    model = tiny_model(attention_type)
     rows = [torch.randint(4, 99, (n,)) for n in (13, 6)]
     batch = torch.zeros(2, 13, dtype=torch.long)
     mask = torch.zeros_like(batch)
@@ -283,14 +217,32 @@ def test_generate_left_padded_batch_equals_each_row_alone():
             assert torch.equal(together[i, 13:], alone[0, len(r) :])
 
 
+def _conditioning(per_token: bool, length: int):
+    topics = torch.tensor([[1] * length, [2] * length]) if per_token else torch.tensor([1, 2])
+    contexts = torch.tensor([[3] * length, [4] * length]) if per_token else torch.tensor([3, 4])
+    return topics, contexts
+
+
+def _full_logprobs(model, seqs, topics, contexts, rows):
+    """Log-probabilities of every token of `seqs` by a full no-cache forward; `rows` maps each sequence to its
+    prompt row (per-token ids: generated tokens keep the last prompt token's ids)."""
+    t, c = topics[rows], contexts[rows]
+    if t.dim() == 2:
+        t, c = (x[:, -1:].expand(-1, seqs.shape[1]) for x in (t, c))
+    logp = model(seqs, topic_ids=t, context_ids=c, use_cache=False).logits.log_softmax(-1)
+    return logp[:, :-1].gather(-1, seqs[:, 1:, None])[..., 0]  # [N, T - 1]
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
 @pytest.mark.parametrize("per_token", [False, True])
-def test_beam_search_and_multiple_sequences_with_conditioning(per_token):
-    model = tiny_model("gated")
+def test_beam_search_scores_equal_a_full_recompute(per_token, attention_type):
+    """Beam search reorders the cache at every step; each returned beam's score must be exactly the sum of its
+    generated tokens' log-probabilities under a fresh full forward."""
+    model = tiny_model(attention_type)
     prompt = torch.randint(4, 99, (2, 7))
-    topics = torch.tensor([[1] * 7, [2] * 7]) if per_token else torch.tensor([1, 2])
-    contexts = torch.tensor([[3] * 7, [4] * 7]) if per_token else torch.tensor([3, 4])
+    topics, contexts = _conditioning(per_token, 7)
     with torch.no_grad():
-        beams = model.generate(
+        out = model.generate(
             prompt,
             topic_ids=topics,
             context_ids=contexts,
@@ -300,37 +252,47 @@ def test_beam_search_and_multiple_sequences_with_conditioning(per_token):
             do_sample=False,
             eos_token_id=None,
             pad_token_id=0,
+            length_penalty=0.0,  # the score is then the plain sum of log-probabilities
+            output_scores=True,
+            return_dict_in_generate=True,
         )
-        sampled = model.generate(
-            prompt,
-            topic_ids=topics,
-            context_ids=contexts,
-            do_sample=True,
-            num_return_sequences=3,
-            max_new_tokens=6,
-            eos_token_id=None,
-            pad_token_id=0,
-        )
-        # the best beam must score at least as well as greedy under the model
-        greedy = model.generate(
-            prompt, topic_ids=topics, context_ids=contexts, max_new_tokens=6, do_sample=False, eos_token_id=None
-        )
-    assert beams.shape == (4, 13) and sampled.shape == (6, 13)
+        rows = torch.tensor([0, 0, 1, 1])
+        recomputed = _full_logprobs(model, out.sequences, topics, contexts, rows)[:, 6:].sum(-1)
+    assert out.sequences.shape == (4, 13)
+    torch.testing.assert_close(out.sequences_scores, recomputed, rtol=0, atol=1e-4)
+    assert (out.sequences_scores[::2] >= out.sequences_scores[1::2]).all()  # best beam first
 
-    def score(seqs, t, c):
-        if per_token:  # new tokens keep the last prompt token's ids
-            t, c = (x[:, -1:].expand(-1, seqs.shape[1]) for x in (t, c))
-        t, c = t[:: len(t) // 2] if len(t) > 2 else t, c[:: len(c) // 2] if len(c) > 2 else c
-        logp = model(seqs, topic_ids=t, context_ids=c).logits.log_softmax(-1)[:, 6:-1]
-        return logp.gather(-1, seqs[:, 7:, None]).sum((1, 2))
 
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+@pytest.mark.parametrize("per_token", [False, True])
+def test_sampled_generate_equals_a_reference_sampler(per_token, attention_type):
+    """Sampling through the cache draws exactly the tokens that a plain loop draws with full recomputes and the
+    same random numbers (softmax, then one multinomial draw per row and step)."""
+    model = tiny_model(attention_type)
+    prompt = torch.randint(4, 99, (2, 7))
+    topics, contexts = _conditioning(per_token, 7)
+    settings = dict(do_sample=True, top_k=0, top_p=1.0, temperature=1.0, eos_token_id=None, pad_token_id=0)
     with torch.no_grad():
-        best = beams[::2]
-        assert (score(best, topics, contexts) >= score(greedy, topics, contexts) - 1e-4).all()
+        torch.manual_seed(123)
+        sampled = model.generate(
+            prompt, topic_ids=topics, context_ids=contexts, num_return_sequences=3, max_new_tokens=6, **settings
+        )
+        rows = torch.tensor([0, 0, 0, 1, 1, 1])
+        seqs = prompt[rows]
+        torch.manual_seed(123)
+        for _ in range(6):
+            t, c = topics[rows], contexts[rows]
+            if per_token:
+                t, c = (x[:, -1:].expand(-1, seqs.shape[1]) for x in (t, c))
+            logits = model(seqs, topic_ids=t, context_ids=c, use_cache=False).logits[:, -1]
+            seqs = torch.cat([seqs, torch.multinomial(logits.softmax(-1), 1)], dim=1)
+    assert torch.equal(sampled, seqs)
+    assert len({tuple(r) for r in sampled[:3, 7:].tolist()}) > 1  # the three samples of a row differ
 
 
-def test_continue_from_returned_cache():
-    model = tiny_model()
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_continue_from_returned_cache(attention_type):
+    model = tiny_model(attention_type)
     ids = torch.randint(4, 99, (1, 30))
     with torch.no_grad():
         full = model(ids).logits
@@ -348,15 +310,17 @@ def test_continue_from_returned_cache():
 # ---------------------------------------------------------------------------------------- save/load
 
 
-def test_save_load_round_trip_and_auto_classes(tmp_path):
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_save_load_round_trip_and_auto_classes(tmp_path, attention_type):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    model = tiny_model("gated", topic_names=["<unk>", "Sains"], context_names=["<unk>", "Di kelas"])
+    model = tiny_model(attention_type, topic_names=["<unk>", "Sains"], context_names=["<unk>", "Di kelas"])
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"]["AutoModelForCausalLM"].endswith("RinganForCausalLM")
-    for name in ["modeling_ringan.py", "configuration_ringan.py", "linear_attention.py"]:
+    shipped = ["modeling_ringan.py", "configuration_ringan.py", "modules.py", "mixer_linear.py", "mixer_delta.py"]
+    for name in shipped + ["ops_linear_attention.py", "ops_delta_rule.py", "quantization.py"]:
         assert (tmp_path / name).exists(), name
     assert AutoConfig.from_pretrained(tmp_path).topic_names == ["<unk>", "Sains"]
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
@@ -366,8 +330,9 @@ def test_save_load_round_trip_and_auto_classes(tmp_path):
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
 
 
-def test_fresh_process_remote_code_load_without_the_package(tmp_path):
-    model = tiny_model("retention")
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_fresh_process_remote_code_load_without_the_package(tmp_path, attention_type):
+    model = tiny_model(attention_type)
     model.save_pretrained(tmp_path / "ckpt")
     ids = torch.randint(4, 99, (1, 9))
     with torch.no_grad():
@@ -453,8 +418,13 @@ def test_every_parameter_and_buffer_is_initialised_when_missing_from_the_checkpo
         assert torch.isfinite(tensor).all(), name
         if name.endswith("norm.weight") or "layernorm" in name:
             assert torch.equal(tensor, torch.ones_like(tensor)), name
-        elif name.endswith("decay_proj.bias"):
+        elif name.endswith("decay_proj.bias") and attention_type == "gated":
             assert torch.equal(tensor, torch.zeros_like(tensor)), name
+        elif name.endswith("decay_proj.bias"):  # Mamba2's dt init: softplus(bias) in [1e-3, 0.1]
+            dt = torch.nn.functional.softplus(tensor)
+            assert ((dt > 0.9e-3) & (dt < 0.11)).all(), name
+        elif name.endswith("A_log"):
+            assert ((tensor >= 0) & (tensor <= torch.log(torch.tensor(16.0)))).all(), name
         elif tensor.dim() == 2:
             assert 0.005 < tensor.std().item() < 1.0, name  # drawn from the initialiser, not zeros or memory
     fresh = RinganForCausalLM(loaded.config)
@@ -462,25 +432,3 @@ def test_every_parameter_and_buffer_is_initialised_when_missing_from_the_checkpo
         torch.testing.assert_close(buf, want, msg=name)  # RoPE frequencies, retention decays
     ids = torch.randint(4, 99, (1, 10))
     assert torch.isfinite(loaded(ids).logits).all()
-
-
-def test_rotary_embedding_is_a_rotation_by_relative_position():
-    from ringan.modeling.modeling_ringan import RinganRotaryEmbedding, apply_rotary
-
-    rope = RinganRotaryEmbedding(head_dim=8, theta=10000.0)
-    q, k = torch.randn(1, 1, 1, 8, dtype=torch.float64).float(), torch.randn(1, 1, 1, 8).float()
-
-    def rotated(x, position):
-        cos, sin = rope(torch.tensor([[position]]))
-        return apply_rotary(x, cos, sin)
-
-    dot = (rotated(q, 7) * rotated(k, 3)).sum()
-    shifted = (rotated(q, 107_007) * rotated(k, 107_003)).sum()
-    torch.testing.assert_close(dot, shifted, rtol=1e-4, atol=1e-4)  # depends on m - n only
-    torch.testing.assert_close(rotated(q, 12345).norm(), q.norm())  # a rotation keeps the norm
-    torch.testing.assert_close(rotated(q, 0), q)
-    # the first pair (frequency 1) rotates by exactly the position, in the rotate-half layout
-    angle = 0.5
-    cos, sin = rope(torch.tensor([[angle]]))
-    expected0 = q[..., 0] * torch.cos(torch.tensor(angle)) - q[..., 4] * torch.sin(torch.tensor(angle))
-    torch.testing.assert_close(apply_rotary(q, cos, sin)[..., 0], expected0)

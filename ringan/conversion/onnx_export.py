@@ -2,16 +2,18 @@
 
 Graphs (batch size 1; `L` layers, `H` heads of width `d`):
 
-- `prefill.onnx`: one *segment* of the prompt. Inputs `input_ids [1, T]` (T dynamic), `topic_ids [1]`,
-  `context_ids [1]` (0 = unknown), `position [1]` (tokens already seen) and, per layer, `state_{i} [1, H, d, d]`
-  (plus `normalizer_{i} [1, H, d]` for `attention_type="linear"`). Outputs `logits [1, vocab]` of the last
-  position, `position_out [1]` and the new `state_out_{i}` (/ `normalizer_out_{i}`).
+- `prefill.onnx`: one *segment* of the prompt. Inputs `input_ids [1, T]` (T dynamic, at most the window),
+  `topic_ids [1]`, `context_ids [1]` (0 = unknown), `position [1]` (tokens already seen) and the recurrent state
+  of every layer stacked: `state [L, 1, H, d, d]`, plus `normalizer [L, 1, H, d]` for `attention_type="linear"`
+  and `conv [L, 1, 3 * hidden, conv_size - 1]` with a short convolution. Outputs `logits [1, vocab]` of the last
+  position, `position_out [1]` and the new states (`state_out`, ...).
 - `decode.onnx`: the same signature with `T = 1`, computed by the lean recurrent step.
 
 Why a segment graph with state inputs rather than one graph over the whole prompt: the chunkwise kernel loops
 over a data-dependent number of chunks, which an exported graph cannot do without a Loop op. Each prefill call
 is exactly ONE chunk of the chunkwise algorithm (intra-segment attention as a masked, decayed T x T product,
-plus the contribution of the incoming state) with no loop at all, and `OnnxRingan` feeds a prompt through it
+plus the contribution of the incoming state; for the delta rule, the chunk's triangular system is solved by
+repeated squaring, `solve_unit_lower_by_doubling`) with no loop at all, and `OnnxRingan` feeds a prompt through it
 `window` tokens at a time (the model's `chunk_size`, 64 by default), carrying the state. Work is O(T * window)
 and memory is constant in the prompt length, as in PyTorch; a fresh prompt starts from zero states.
 
@@ -31,7 +33,9 @@ import torch
 from torch import nn
 
 from ..modeling import RinganForCausalLM
-from ..modeling.linear_attention import chunk_linear_attention
+from ..modeling.mixer_delta import RinganDeltaNet
+from ..modeling.ops_delta_rule import chunk_delta_rule, solve_unit_lower_by_doubling
+from ..modeling.ops_linear_attention import chunk_linear_attention
 from ..modeling.quantization import QUANTIZED_MODULES, dequantize_model_
 from .quantize import TOKENIZER_FILES, folder_sizes
 
@@ -40,71 +44,96 @@ QUANTIZE_CHOICES = (None, "int8", "int4")
 
 
 def _segment_attend(self, q, k, v, log_decay, state):
-    """`RinganAttention._attend` for the prefill graph: the whole segment is one chunk (no loop, dynamic T)."""
+    """`RinganLinearAttention._attend` for the prefill graph: the whole segment is one chunk (no loop, dynamic T)."""
     return chunk_linear_attention(q, k, v, log_decay, state, chunk_size=q.shape[2])
+
+
+def _segment_attend_delta(self, q, k, v, beta, log_decay, state):
+    """`RinganDeltaNet._attend` for the prefill graph: one chunk, its triangular solve done by repeated squaring."""
+
+    def solve(lower, rhs):
+        return solve_unit_lower_by_doubling(lower, rhs, max_size=self.chunk_size)
+
+    return chunk_delta_rule(q, k, v, beta, log_decay, state, chunk_size=q.shape[2], solve_chunk=solve)
 
 
 @contextlib.contextmanager
 def _one_chunk_attention(model: RinganForCausalLM):
-    """Temporarily route every attention layer of `model` through `_segment_attend` (instance attributes,
-    removed on exit), so the exported prefill reuses the layers' own forward code."""
+    """Temporarily route every mixer of `model` through its one-chunk form (instance attributes, removed on
+    exit), so the exported prefill reuses the layers' own forward code."""
     attentions = [layer.self_attn for layer in model.model.layers]
     try:
         for attn in attentions:
-            attn._attend = types.MethodType(_segment_attend, attn)
+            one_chunk = _segment_attend_delta if isinstance(attn, RinganDeltaNet) else _segment_attend
+            attn._attend = types.MethodType(one_chunk, attn)
         yield
     finally:
         for attn in attentions:
             attn.__dict__.pop("_attend", None)
 
 
+def state_names(config) -> list[str]:
+    """The per-layer state tensors of a model with this config, in graph order."""
+    names = ["state"]
+    if config.attention_type == "linear":
+        names.append("normalizer")
+    if config.conv_size:
+        names.append("conv")
+    return names
+
+
+def _state_shapes(config) -> dict[str, tuple[int, ...]]:
+    heads, dim = config.num_attention_heads, config.head_dim
+    shapes = {"state": (1, heads, dim, dim), "normalizer": (1, heads, dim)}
+    shapes["conv"] = (1, 3 * config.hidden_size, max(config.conv_size - 1, 0))
+    return {name: shapes[name] for name in state_names(config)}
+
+
 class RinganOnnxStep(nn.Module):
     """Thin wrapper: embeddings + the model's decoder layers + final norm + LM head on the last position, with
-    the recurrent state as explicit tensors. The same module serves prefill (T tokens) and decode (T = 1)."""
+    the recurrent state as explicit tensors (each stacked over layers). The same module serves prefill (T tokens)
+    and decode (T = 1)."""
 
     def __init__(self, model: RinganForCausalLM):
         super().__init__()
         self.lm = model
-        self.has_normalizer = model.config.attention_type == "linear"
+        self.names = state_names(model.config)
 
-    def forward(self, input_ids, topic_ids, context_ids, position, state, normalizer=None):
+    def forward(self, input_ids, topic_ids, context_ids, position, state, normalizer=None, conv=None):
+        given = {"state": state, "normalizer": normalizer, "conv": conv}
+        states = [given[name] for name in self.names]
         core = self.lm.model
         seq_len = input_ids.shape[1]
         hidden = core.embed_tokens(input_ids)
         hidden = hidden + core.embed_topics(topic_ids).unsqueeze(1) + core.embed_contexts(context_ids).unsqueeze(1)
         steps = torch.arange(seq_len, device=input_ids.device, dtype=position.dtype)
         cos, sin = core.rotary_emb(position[:, None] + steps[None, :])
-        new_states, new_normalizers = [], []
+        new_states: dict[str, list] = {name: [] for name in self.names}
         for i, layer in enumerate(core.layers):
-            layer_state = (state[i], normalizer[i] if self.has_normalizer else None)
-            hidden, (s_new, z_new) = layer(hidden, cos, sin, None, layer_state)
-            new_states.append(s_new)
-            if self.has_normalizer:
-                new_normalizers.append(z_new)
+            layer_state = {name: tensor[i] for name, tensor in zip(self.names, states)}
+            hidden, updated = layer(hidden, cos, sin, None, layer_state)
+            for name in self.names:
+                new_states[name].append(updated[name])
         # RMSNorm is per position: only the last one is needed. Kept 3-D so the head exports as a MatMul
         # (a 2-D input becomes Gemm, which ORT's 4-bit quantizer skips).
         last = core.norm(hidden[:, -1:])
         logits = self.lm.lm_head(last)[:, 0].float()
-        outputs = (logits, position + seq_len, torch.stack(new_states))
-        return outputs + (torch.stack(new_normalizers),) if self.has_normalizer else outputs
+        return (logits, position + seq_len, *(torch.stack(new_states[name]) for name in self.names))
 
 
 def _io_names(config) -> tuple[list[str], list[str]]:
-    inputs = ["input_ids", "topic_ids", "context_ids", "position", "state"]
-    outputs = ["logits", "position_out", "state_out"]
-    if config.attention_type == "linear":
-        inputs.append("normalizer")
-        outputs.append("normalizer_out")
+    names = state_names(config)
+    inputs = ["input_ids", "topic_ids", "context_ids", "position", *names]
+    outputs = ["logits", "position_out", *(f"{name}_out" for name in names)]
     return inputs, outputs
 
 
-def _example_inputs(config, seq_len: int) -> tuple:
-    layers, heads, dim = config.num_hidden_layers, config.num_attention_heads, config.head_dim
+def _example_inputs(config, seq_len: int) -> dict:
+    layers = config.num_hidden_layers
     ids = torch.randint(4, max(config.vocab_size, 5), (1, seq_len))
     zero = torch.zeros(1, dtype=torch.long)
-    example = (ids, zero, zero.clone(), zero.clone(), torch.zeros(layers, 1, heads, dim, dim))
-    if config.attention_type == "linear":
-        example += (torch.zeros(layers, 1, heads, dim),)
+    example = {"input_ids": ids, "topic_ids": zero, "context_ids": zero.clone(), "position": zero.clone()}
+    example.update({name: torch.zeros(layers, *shape) for name, shape in _state_shapes(config).items()})
     return example
 
 
@@ -113,12 +142,13 @@ def _export_graph(step: RinganOnnxStep, config, path: Path, dynamic: bool) -> No
     example = _example_inputs(config, 8 if dynamic else 1)
     kwargs = {}
     if dynamic:
-        seq = torch.export.Dim("seq_len", min=1, max=1 << 20)
-        kwargs["dynamic_shapes"] = ({1: seq},) + (None,) * (len(example) - 1)
+        seq = torch.export.Dim("seq_len", min=1, max=config.chunk_size)
+        kwargs["dynamic_shapes"] = {name: ({1: seq} if name == "input_ids" else None) for name in example}
     with torch.no_grad():
         program = torch.onnx.export(
             step,
-            example,
+            (),
+            kwargs=example,
             dynamo=True,
             input_names=inputs,
             output_names=outputs,
@@ -259,8 +289,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: str | None
         "source_quantization": source_quantization,
         "attention_type": config.attention_type,
         "num_hidden_layers": config.num_hidden_layers,
-        "num_attention_heads": config.num_attention_heads,
-        "head_dim": config.head_dim,
+        "state_shapes": {name: list(shape) for name, shape in _state_shapes(config).items()},
         "vocab_size": config.vocab_size,
         "prefill_window": config.chunk_size,
         "inputs": inputs,
@@ -322,14 +351,10 @@ class OnnxRingan:
         """Zero states at position 0 (a fresh conversation)."""
         import numpy as np
 
-        m = self.meta
-        layers, heads, dim = m["num_hidden_layers"], m["num_attention_heads"], m["head_dim"]
-        state = {
-            "position": np.zeros(1, dtype=np.int64),
-            "state": np.zeros((layers, 1, heads, dim, dim), dtype=np.float32),
-        }
-        if "normalizer" in m["inputs"]:
-            state["normalizer"] = np.zeros((layers, 1, heads, dim), dtype=np.float32)
+        layers = self.meta["num_hidden_layers"]
+        state = {"position": np.zeros(1, dtype=np.int64)}
+        for name, shape in self.meta["state_shapes"].items():
+            state[name] = np.zeros((layers, *shape), dtype=np.float32)
         return state
 
     def _run(self, session, ids: list[int], state: dict):

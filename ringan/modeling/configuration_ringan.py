@@ -6,7 +6,7 @@ import math
 
 from transformers import PreTrainedConfig
 
-ATTENTION_TYPES = ("retention", "linear", "gated")
+ATTENTION_TYPES = ("linear", "retention", "gated", "delta", "gated_delta")
 
 
 class RinganConfig(PreTrainedConfig):
@@ -34,8 +34,15 @@ class RinganConfig(PreTrainedConfig):
             The context length the model is meant for. Nothing is allocated per position (RoPE angles are
             computed on the fly and the recurrent state has a fixed size); it is informative.
         attention_type (`str`, *optional*, defaults to `"linear"`):
-            `"retention"` (fixed per-head decay, no denominator, per-head RMSNorm), `"linear"` (elu+1 feature
-            map with normaliser, RoPE in the numerator only) or `"gated"` (data-dependent per-head decay).
+            The sequence mixer. `"linear"` (elu+1 feature map with normaliser, RoPE in the numerator only),
+            `"retention"` (fixed per-head decay, no denominator, per-head RMSNorm), `"gated"` (data-dependent
+            per-head decay), `"delta"` (DeltaNet: the delta rule with L2-normalised q/k) or `"gated_delta"`
+            (Gated DeltaNet: the delta rule with a data-dependent decay).
+        conv_size (`int`, *optional*, defaults to 0):
+            Width of a short causal depthwise convolution on q, k and v (0 = none). Its last `conv_size - 1`
+            inputs are part of the fixed-size cache.
+        use_rope (`bool`, *optional*, defaults to `True`):
+            Rotate q and k with RoPE (the founding document's position signal).
         retention_decays (`list[float]`, *optional*):
             Decay `gamma` per head for `"retention"`. Defaults to a long spectrum `1 - 2**-e` with `e` spread
             evenly from 5 to 15 (memories of about 32 to 32k tokens).
@@ -88,6 +95,8 @@ class RinganConfig(PreTrainedConfig):
     num_contexts: int = 100  # context embedding rows, 0 = unknown
     max_position_embeddings: int = 131072  # the 128k promise; nothing is sized by it
     attention_type: str = "linear"  # best bits/byte and no long-context drift (experiments/RESULTS.md)
+    conv_size: int = 0  # short causal conv on q/k/v: local n-gram features cheaply
+    use_rope: bool = True  # RoPE on q and k, as the founding document says
     retention_decays: list[float] | None = None  # per-head gamma; None = long spectrum
     gate_logit_normalizer: float = 16.0  # keeps gated decays close to 1 at init
     use_output_gate: bool = False  # off by default to keep the 6.7M budget

@@ -1,7 +1,7 @@
 """Ringan: a tiny decoder-only language model with topic/context embeddings, RoPE and linear attention.
 
-Layout (as in transformers' model files): norm, rotary embedding, MLP, attention, decoder layer, cache,
-outputs, PreTrainedModel, Model, ForCausalLM. This file ships beside every checkpoint
+Layout (as in transformers' model files): MLP, decoder layer, cache, outputs, PreTrainedModel, Model,
+ForCausalLM; the sequence mixers live in `mixer_*.py`, their kernels in `ops_*.py`, shared blocks in `modules.py`. This file ships beside every checkpoint
 (`trust_remote_code=True`), so it imports only torch, transformers' public names and its siblings.
 """
 
@@ -18,46 +18,18 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_ringan import RinganConfig
-from .linear_attention import chunk_linear_attention, recurrent_linear_attention_step
+from .mixer_delta import RinganDeltaNet
+from .mixer_linear import RinganLinearAttention
+from .modules import RinganRMSNorm, RinganRotaryEmbedding, RinganShortConvolution
 from .quantization import QUANTIZED_MODULES, replace_with_quantized_
 
-
-class RinganRMSNorm(nn.Module):
-    def __init__(self, hidden_size: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.eps = eps
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        # one fused op; computed in fp32 under autocast too
-        out = F.rms_norm(hidden_states.float(), self.weight.shape, self.weight.float(), self.eps)
-        return out.to(hidden_states.dtype)
-
-
-class RinganRotaryEmbedding(nn.Module):
-    """RoPE angles computed in fp32 from explicit positions (bf16 cannot hold positions above 256)."""
-
-    def __init__(self, head_dim: int, theta: float):
-        super().__init__()
-        self.head_dim = head_dim
-        self.theta = theta
-        self.register_buffer("inv_freq", self.compute_inv_freq(), persistent=False)
-
-    def compute_inv_freq(self) -> torch.Tensor:
-        return 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim))
-
-    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # position_ids: [B, T] -> cos, signed sin: [B, 1, T, head_dim] (broadcast over heads); the sign of
-        # rotate_half is folded into sin so that applying RoPE is two multiplies and one add
-        freqs = position_ids.float().unsqueeze(-1) * self.inv_freq.float()
-        cos, sin = freqs.cos(), freqs.sin()
-        return torch.cat((cos, cos), dim=-1).unsqueeze(1), torch.cat((-sin, sin), dim=-1).unsqueeze(1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-    """RoPE (rotate-half convention): x * cos + rotate_half(x) * sin, in fp32."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return (x.float() * cos + torch.cat((x2, x1), dim=-1) * signed_sin).to(x.dtype)
+MIXERS = {
+    "linear": RinganLinearAttention,
+    "retention": RinganLinearAttention,
+    "gated": RinganLinearAttention,
+    "delta": RinganDeltaNet,
+    "gated_delta": RinganDeltaNet,
+}
 
 
 class RinganMLP(nn.Module):
@@ -71,105 +43,11 @@ class RinganMLP(nn.Module):
         return self.down_proj(self.act(self.up_proj(x)))
 
 
-class RinganAttention(nn.Module):
-    """Linear attention in one of three forms (see `RinganConfig.attention_type`), all with RoPE on q and k.
-
-    Takes plain tensors and an optional per-layer state; returns the output and the new state. The state is
-    `(S, z)`: `S` `[B, H, d, d]` fp32, and for `"linear"` the normaliser `z` `[B, H, d]` (else `None`).
-    """
-
-    def __init__(self, config: RinganConfig, layer_idx: int):
-        super().__init__()
-        self.layer_idx = layer_idx
-        self.attention_type = config.attention_type
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.head_dim
-        self.chunk_size = config.chunk_size
-        self.gate_logit_normalizer = config.gate_logit_normalizer
-        hidden = config.hidden_size
-        self.q_proj = nn.Linear(hidden, hidden, bias=False)
-        self.k_proj = nn.Linear(hidden, hidden, bias=False)
-        self.v_proj = nn.Linear(hidden, hidden, bias=False)
-        self.o_proj = nn.Linear(hidden, hidden, bias=False)
-        if self.attention_type == "retention":
-            self.register_buffer(
-                "log_decay", torch.tensor(config.retention_log_decays, dtype=torch.float32), persistent=False
-            )
-        if self.attention_type == "gated":
-            self.decay_proj = nn.Linear(hidden, self.num_heads, bias=True)
-        # Without a denominator an output normalisation is mandatory; "linear" keeps its classic normaliser.
-        self.out_norm = RinganRMSNorm(self.head_dim, config.rms_norm_eps) if self.attention_type != "linear" else None
-        self.gate_proj = nn.Linear(hidden, hidden, bias=False) if config.use_output_gate else None
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        token_mask: torch.Tensor | None = None,
-        state: tuple[torch.Tensor, torch.Tensor | None] | None = None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None]]:
-        batch, seq_len, _ = hidden_states.shape
-        # [B, T, H*D] -> [B, H, T, D]
-        q = self.q_proj(hidden_states).view(batch, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(hidden_states).view(batch, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(hidden_states).view(batch, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
-        mask = token_mask[:, None, :, None].to(k.dtype) if token_mask is not None else None  # [B, 1, T, 1]
-        s_prev, z_prev = state if state is not None else (None, None)
-
-        if self.attention_type == "linear":
-            phi_q, phi_k = F.elu(q) + 1.0, F.elu(k) + 1.0
-            if mask is not None:
-                phi_k = phi_k * mask  # padding adds nothing to the state or the normaliser
-            # RoPE in the numerator only (RoFormer section 3.3): the denominator stays positive.
-            q_rot, k_rot = apply_rotary(phi_q, cos, sin), apply_rotary(phi_k, cos, sin)
-            numerator, s_new = self._attend(q_rot, k_rot, v, None, s_prev)
-            z = phi_k.float().cumsum(2)  # [B, H, T, D]
-            if z_prev is not None:
-                z = z + z_prev.unsqueeze(2)
-            denominator = (phi_q.float() * z).sum(-1, keepdim=True)
-            out = (numerator.float() / (denominator + 1e-6)).to(v.dtype)
-            new_state = (s_new, z[:, :, -1])
-        else:
-            q = apply_rotary(q * self.head_dim**-0.5, cos, sin)
-            k = apply_rotary(k, cos, sin)
-            if mask is not None:
-                k = k * mask
-            if self.attention_type == "retention":
-                log_decay = self.log_decay
-                if token_mask is not None:  # [H] -> [B, H, T]: padding must not decay the state
-                    log_decay = log_decay[None, :, None] * token_mask[:, None, :].float()
-            else:
-                # [B, T, H] -> [B, H, T]; logsigmoid keeps every exponent <= 0
-                log_decay = (
-                    F.logsigmoid(self.decay_proj(hidden_states).float()) / self.gate_logit_normalizer
-                ).transpose(1, 2)
-                if token_mask is not None:
-                    log_decay = log_decay * token_mask[:, None, :].float()  # padding neither decays nor adds
-            out, s_new = self._attend(q, k, v, log_decay, s_prev)
-            new_state = (s_new, None)
-
-        out = out.transpose(1, 2)  # [B, T, H, D]
-        if self.out_norm is not None:
-            out = self.out_norm(out)
-        out = out.reshape(batch, seq_len, self.num_heads * self.head_dim)
-        if self.gate_proj is not None:
-            out = out * F.silu(self.gate_proj(hidden_states))
-        return self.o_proj(out), new_state
-
-    def _attend(self, q, k, v, log_decay, state):
-        if q.shape[2] == 1 and state is not None:  # the lean decode step
-            step_decay = log_decay[:, :, 0] if log_decay is not None and log_decay.dim() == 3 else log_decay
-            out, state = recurrent_linear_attention_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], step_decay, state)
-            return out.unsqueeze(2), state
-        return chunk_linear_attention(q, k, v, log_decay, state, chunk_size=self.chunk_size)
-
-
 class RinganDecoderLayer(nn.Module):
     def __init__(self, config: RinganConfig, layer_idx: int):
         super().__init__()
         self.input_layernorm = RinganRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = RinganAttention(config, layer_idx)
+        self.self_attn = MIXERS[config.attention_type](config, layer_idx)
         self.post_attention_layernorm = RinganRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = RinganMLP(config)
         self.dropout = nn.Dropout(config.dropout)
@@ -182,8 +60,9 @@ class RinganDecoderLayer(nn.Module):
 
 
 class RinganCache:
-    """Fixed-size recurrent cache: per layer `(S [B, H, d, d] fp32, z [B, H, d] or None)` and, per row, the
-    number of real (unpadded) tokens seen, which is the next RoPE position.
+    """Fixed-size recurrent cache: per layer a dict of state tensors (the mixer's `state` `[B, H, d, d]` fp32,
+    and as the mixer needs them `normalizer` `[B, H, d]` and `conv` `[B, 3 * hidden, conv_size - 1]`) and, per
+    row, the number of real (unpadded) tokens seen, which is the next RoPE position.
 
     To continue from a returned cache, pass only the tokens the cache has not seen yet.
     """
@@ -192,7 +71,7 @@ class RinganCache:
     is_croppable = False
 
     def __init__(self, num_layers: int, batch_size: int, device: torch.device | str | None = None):
-        self.states: list[tuple[torch.Tensor, torch.Tensor | None] | None] = [None] * num_layers
+        self.states: list[dict[str, torch.Tensor] | None] = [None] * num_layers
         self.seen_tokens = torch.zeros(batch_size, dtype=torch.long, device=device)
 
     @property
@@ -206,7 +85,7 @@ class RinganCache:
         return int(self.seen_tokens.max()) if self.seen_tokens.numel() else 0
 
     def _map(self, fn) -> None:
-        self.states = [None if s is None else (fn(s[0]), None if s[1] is None else fn(s[1])) for s in self.states]
+        self.states = [None if s is None else {k: fn(t) for k, t in s.items()} for s in self.states]
         self.seen_tokens = fn(self.seen_tokens)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -221,11 +100,9 @@ class RinganCache:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Flat tensors (for safetensors): a saved chat resumes without re-reading its history."""
         out = {"seen_tokens": self.seen_tokens}
-        for i, s in enumerate(self.states):
-            if s is not None:
-                out[f"layers.{i}.state"] = s[0]
-                if s[1] is not None:
-                    out[f"layers.{i}.normalizer"] = s[1]
+        for i, layer_state in enumerate(self.states):
+            for name, tensor in (layer_state or {}).items():
+                out[f"layers.{i}.{name}"] = tensor
         return out
 
     @classmethod
@@ -234,8 +111,9 @@ class RinganCache:
         cache = cls(num_layers, seen.shape[0], seen.device)
         cache.seen_tokens = seen.clone()
         for i in range(num_layers):
-            if f"layers.{i}.state" in tensors:
-                cache.states[i] = (tensors[f"layers.{i}.state"].clone(), tensors.get(f"layers.{i}.normalizer"))
+            prefix = f"layers.{i}."
+            layer_state = {k[len(prefix) :]: t.clone() for k, t in tensors.items() if k.startswith(prefix)}
+            cache.states[i] = layer_state or None
         return cache
 
 
@@ -277,13 +155,17 @@ class RinganPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=std * scale)
         elif isinstance(module, RinganRMSNorm):
             init.ones_(module.weight)
-        elif isinstance(module, RinganRotaryEmbedding):
-            init.copy_(module.inv_freq, module.compute_inv_freq())
-        if isinstance(module, RinganAttention):
-            if module.attention_type == "retention":
-                init.copy_(module.log_decay, torch.tensor(self.config.retention_log_decays))
-            if module.attention_type == "gated":
-                init.zeros_(module.decay_proj.bias)
+        elif isinstance(module, RinganShortConvolution):
+            bound = module.kernel_size**-0.5  # nn.Conv1d's default for a depthwise kernel
+            init.uniform_(module.weight, -bound, bound)
+        if isinstance(module, RinganLinearAttention) and module.attention_type == "retention":
+            init.copy_(module.log_decay, torch.tensor(self.config.retention_log_decays))
+        if isinstance(module, RinganDeltaNet) and module.attention_type == "gated_delta":
+            # Mamba2's decay init: A in [1, 16], dt log-uniform in [1e-3, 0.1] (decays ~0.2 .. 0.999 per token)
+            heads = module.num_heads
+            init.copy_(module.A_log, torch.empty(heads).uniform_(1.0, 16.0).log())
+            dt = torch.exp(torch.empty(heads).uniform_(math.log(1e-3), math.log(0.1))).clamp_min(1e-4)
+            init.copy_(module.decay_proj.bias, dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
 
 
 class RinganModel(RinganPreTrainedModel):

@@ -22,7 +22,7 @@ import os
 import torch
 
 
-def _fla_chunk_simple_gla():
+def _find_fla_kernel():
     """flash-linear-attention's Triton kernel, when installed (optional, CUDA, inference). Imported by name so that
     checkpoints shipping this file never require it; RINGAN_DISABLE_FLA=1 forces the pure-PyTorch path."""
     if os.environ.get("RINGAN_DISABLE_FLA"):
@@ -33,9 +33,12 @@ def _fla_chunk_simple_gla():
         return None
 
 
+_FLA_KERNEL = _find_fla_kernel()  # resolved once, at import
+
+
 def fla_linear_attention(q, k, v, log_decay, initial_state):
     """The same recurrence on fla's `chunk_simple_gla` (layout [B, T, H, D], scale 1, fp32 state)."""
-    kernel = _fla_chunk_simple_gla()
+    kernel = _FLA_KERNEL
     batch, heads, seq_len, _ = q.shape
     if log_decay is None:
         log_decay = q.new_zeros(batch, heads, seq_len, dtype=torch.float32)
@@ -74,7 +77,7 @@ def chunk_linear_attention(
         `(output [batch, heads, seq, d_v] in q's dtype, final_state [batch, heads, d_k, d_v] fp32)`.
     """
     # fla for inference only: its backward for gated decays refuses Triton < 3.7.1 on Hopper (fla issue #640)
-    if q.is_cuda and q.shape[2] > 0 and not torch.is_grad_enabled() and _fla_chunk_simple_gla() is not None:
+    if q.is_cuda and q.shape[2] > 0 and not torch.is_grad_enabled() and _FLA_KERNEL is not None:
         return fla_linear_attention(q, k, v, log_decay, initial_state)
     out_dtype = q.dtype
     batch, heads, seq_len, d_k = q.shape

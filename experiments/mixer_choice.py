@@ -1,0 +1,182 @@
+"""Which sequence mixer: Ringan variants against the same-size Llama at equal training tokens (issue: quality).
+
+Protocol (`protocol.py`): pre-train on the text sources + IndoSMD dialogues, then fine-tune on XPersona-train +
+corpus-train for FINETUNE_EPOCHS, each phase with warm-up and cosine decay on the package's Trainer arguments;
+bits per byte on held-out prose, XPersona and corpus entries. The learning rate is swept for every model.
+
+    python experiments/mixer_choice.py --stage screen        # 2M tokens, LR sweep, every candidate
+    python experiments/mixer_choice.py --stage final         # 8M tokens, 3 seeds, the finalists and Llama
+    python experiments/mixer_choice.py --report              # tables (stdout, results/mixer/summary.json), plots
+
+Each run writes `results/mixer/<name>.json`; finished runs are skipped, so a stopped stage resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import protocol as P  # noqa: E402
+
+OUT = P.RESULTS / "mixer"
+FINETUNE_EPOCHS = 2
+
+CANDIDATES = {
+    "llama": {"kind": "llama"},
+    "gated_delta+conv+gate": {
+        "kind": "ringan",
+        "attention_type": "gated_delta",
+        "conv_size": 4,
+        "use_output_gate": True,
+    },
+    "linear": {"kind": "ringan", "attention_type": "linear"},
+    "delta+conv+gate": {"kind": "ringan", "attention_type": "delta", "conv_size": 4, "use_output_gate": True},
+    "gated+conv+gate": {"kind": "ringan", "attention_type": "gated", "conv_size": 4, "use_output_gate": True},
+    "linear+conv+gate": {"kind": "ringan", "attention_type": "linear", "conv_size": 4, "use_output_gate": True},
+}
+ABLATIONS = {  # run at the best learning rate of their parent
+    "gated_delta+gate (no conv)": ("gated_delta+conv+gate", {"conv_size": 0}),
+    "gated_delta+conv+gate (no RoPE)": ("gated_delta+conv+gate", {"use_rope": False}),
+}
+SCREEN_TOKENS = 2_000_000
+FINAL_TOKENS = 8_000_000
+LEARNING_RATES = [3e-3, 1.5e-3, 6e-3]  # the middle first: every model at one rate early
+
+
+def run_name(model: str, lr: float, seed: int, tokens: int) -> str:
+    return f"{model}_lr{lr:g}_s{seed}_{tokens // 1_000_000}M".replace(" ", "").replace("(", "").replace(")", "")
+
+
+def worker(job: dict) -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("RINGAN_THREADS", "1")))
+    splits = P.load_splits()
+    tok = P.get_tokenizer(splits)
+    pre = P.pretrain_blocks(splits, tok)
+    fine = P.packed(P.entry_examples(splits.dialogue_train, tok))
+    heldout = P.heldout_sets(splits, tok)
+    tokens_per_step = P.BATCH_SIZE * P.SEQ_LEN
+    fine_steps = math.ceil(FINETUNE_EPOCHS * len(fine) / P.BATCH_SIZE)
+    pre_steps = max(1, (job["tokens"] - fine_steps * tokens_per_step) // tokens_per_step)
+    work = P.WORK / "mixer" / job["name"]
+    model = P.build_model(job["spec"], len(tok), job["seed"])
+    n_params = sum(p.numel() for p in model.parameters())
+    P.log(f"{job['name']}: {n_params:,} parameters, {pre_steps} + {fine_steps} steps")
+
+    result = {"job": job, "parameters": n_params, "pretrain_steps": pre_steps, "finetune_steps": fine_steps}
+    result["pretrain"] = P.train_phase(model, pre, work / "pretrain", pre_steps, job["lr"], job["seed"])
+    result["after_pretrain"] = {"prose": P.evaluate(model, heldout["prose"])}
+    P.log(f"{job['name']}: after pre-training, prose bpb {result['after_pretrain']['prose']['bits_per_byte']:.4f}")
+    result["finetune"] = P.train_phase(model, fine, work / "finetune", fine_steps, job["lr"], job["seed"])
+    result["final"] = {name: P.evaluate(model, examples) for name, examples in heldout.items()}
+    P.log(f"{job['name']}: " + ", ".join(f"{k} bpb {v['bits_per_byte']:.4f}" for k, v in result["final"].items()))
+    if job.get("keep_model"):
+        model.save_pretrained(str(work / "model"))
+    P.write_json(OUT / f"{job['name']}.json", result)
+
+
+def prepare() -> None:
+    """Build the tokenizer and the token caches once, before workers start."""
+    splits = P.load_splits()
+    tok = P.get_tokenizer(splits)
+    pre = P.pretrain_blocks(splits, tok)
+    held = P.heldout_sets(splits, tok)
+    n_pre = sum(len(b["input_ids"]) for b in pre)
+    P.log(
+        f"tokenizer {len(tok)}; pre-training {len(pre)} blocks, {n_pre:,} tokens; held-out "
+        + ", ".join(f"{k} {sum(len(x['input_ids']) for x in v):,} tokens" for k, v in held.items())
+    )
+
+
+def load_results() -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(OUT.glob("*.json")) if p.name != "summary.json"}
+
+
+def best_lr(results: dict, model: str, tokens: int) -> float | None:
+    """The swept learning rate with the lowest mean of prose and XPersona held-out bits per byte."""
+    scored = [
+        ((r["final"]["prose"]["bits_per_byte"] + r["final"]["xpersona"]["bits_per_byte"]) / 2, r["job"]["lr"])
+        for r in results.values()
+        if r["job"]["model"] == model and r["job"]["tokens"] == tokens and r["job"]["seed"] == 0
+    ]
+    return min(scored)[1] if scored else None
+
+
+def screen_jobs(results: dict) -> list[dict]:
+    jobs = [
+        {"model": m, "spec": spec, "lr": lr, "seed": 0, "tokens": SCREEN_TOKENS}
+        for lr in LEARNING_RATES
+        for m, spec in CANDIDATES.items()
+    ]
+    for name, (parent, overrides) in ABLATIONS.items():
+        lr = best_lr(results, parent, SCREEN_TOKENS)
+        if lr is not None:
+            jobs.append(
+                {
+                    "model": name,
+                    "spec": {**CANDIDATES[parent], **overrides},
+                    "lr": lr,
+                    "seed": 0,
+                    "tokens": SCREEN_TOKENS,
+                }
+            )
+    return jobs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stage", choices=["screen", "final"])
+    parser.add_argument("--models", nargs="+", help="limit to these candidates")
+    parser.add_argument("--finalists", nargs="+", default=[], help="Ringan candidates for the final stage")
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--report", action="store_true")
+    args = parser.parse_args()
+    if args.worker:
+        worker(json.loads(args.worker))
+        return
+    P.require_data()
+    from jobs import run_jobs
+
+    if args.stage:
+        prepare()
+        results = load_results()
+        if args.stage == "screen":
+            jobs = screen_jobs(results)
+        else:
+            jobs = []
+            for model in ["llama", *args.finalists]:
+                lr = best_lr(results, model, SCREEN_TOKENS)
+                jobs += [
+                    {
+                        "model": model,
+                        "spec": CANDIDATES[model],
+                        "lr": lr,
+                        "seed": s,
+                        "tokens": FINAL_TOKENS,
+                        "keep_model": True,
+                    }
+                    for s in (0, 1, 2)
+                ]
+        if args.models:
+            jobs = [j for j in jobs if j["model"] in args.models]
+        for j in jobs:
+            j["name"] = run_name(j["model"], j["lr"], j["seed"], j["tokens"])
+        todo = [j for j in jobs if not (OUT / f"{j['name']}.json").exists()]
+        P.log(f"{len(todo)} of {len(jobs)} runs to do")
+        run_jobs(__file__, todo, P.WORK / "logs" / "mixer", parallel=args.parallel)
+    if args.report:
+        from mixer_report import report
+
+        report(load_results(), OUT)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Shared test helpers: tiny configs that keep every shipped default but the sizes, and a relative error."""
+
+from __future__ import annotations
+
+import torch
+
+from ringan import RinganConfig, RinganForCausalLM
+from ringan.modeling.configuration_ringan import ATTENTION_TYPES as ALL_ATTENTION_TYPES
+
+DEFAULT_ATTENTION = RinganConfig().attention_type
+# every mixer, the shipped default first (cross-cutting tests are parametrized over this list)
+ATTENTION_TYPES = sorted(ALL_ATTENTION_TYPES, key=lambda name: name != DEFAULT_ATTENTION)
+LENGTHS = [1, 63, 64, 65, 200]
+TINY_SIZES = dict(
+    vocab_size=99, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_topics=5, num_contexts=7
+)
+
+
+def tiny_config(attention_type: str = DEFAULT_ATTENTION, **overrides) -> RinganConfig:
+    """The shipped defaults with tiny sizes (head_dim 8); `overrides` for what a test varies on purpose."""
+    return RinganConfig(**{**TINY_SIZES, "attention_type": attention_type, **overrides})
+
+
+def tiny_model(attention_type: str = DEFAULT_ATTENTION, seed: int = 0, **overrides) -> RinganForCausalLM:
+    torch.manual_seed(seed)
+    model = RinganForCausalLM(tiny_config(attention_type, **overrides)).eval()
+    perturb_(model)
+    return model
+
+
+@torch.no_grad()
+def perturb_(module: torch.nn.Module, scale: float = 0.3) -> None:
+    """Random norms, decays, gates and biases, so that a wrong path cannot hide behind init values of 1 or 0."""
+    for name, p in module.named_parameters():
+        if any(key in name for key in ("norm", "decay", "beta", "A_log", "bias")):
+            p.add_(torch.randn_like(p) * scale)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-12)).item()
