@@ -99,10 +99,16 @@ def load_results() -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(OUT.glob("*.json")) if p.name != "summary.json"}
 
 
+def score(result: dict) -> float:
+    """Mean of held-out prose bits per byte after pre-training (the model of prose; dialogue fine-tuning then
+    trades some of it away) and XPersona held-out bits per byte after fine-tuning."""
+    return (result["after_pretrain"]["prose"]["bits_per_byte"] + result["final"]["xpersona"]["bits_per_byte"]) / 2
+
+
 def best_lr(results: dict, model: str, tokens: int) -> float | None:
-    """The swept learning rate with the lowest mean of prose and XPersona held-out bits per byte."""
+    """The swept learning rate with the best `score`."""
     scored = [
-        ((r["final"]["prose"]["bits_per_byte"] + r["final"]["xpersona"]["bits_per_byte"]) / 2, r["job"]["lr"])
+        (score(r), r["job"]["lr"])
         for r in results.values()
         if r["job"]["model"] == model and r["job"]["tokens"] == tokens and r["job"]["seed"] == 0
     ]

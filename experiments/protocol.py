@@ -207,25 +207,17 @@ def is_ringan(model) -> bool:
     return getattr(model.config, "model_type", "") == "ringan"
 
 
-class Collator:
-    """`ringan.training.DialogueCollator`, without topic/context ids for a model that has none (Llama)."""
+def collator(model, with_conditioning: bool):
+    """`ringan.training.DialogueCollator` carrying the conditioning the model takes (none for Llama, or when
+    `with_conditioning` is off)."""
+    from ringan.training import DialogueCollator
 
-    def __init__(self, with_ids: bool):
-        from ringan.training import DialogueCollator
-
-        self.inner, self.with_ids = DialogueCollator(0), with_ids
-
-    def __call__(self, features):
-        batch = self.inner(features)
-        if not self.with_ids:
-            batch.pop("topic_ids")
-            batch.pop("context_ids")
-        batch.pop("n_bytes", None)
-        return batch
+    mode = model.config.conditioning if is_ringan(model) and with_conditioning else "none"
+    return DialogueCollator(0, mode)
 
 
 def train_phase(
-    model, blocks: list[dict], out_dir: Path, steps: int, lr: float, seed: int, with_ids: bool = False
+    model, blocks: list[dict], out_dir: Path, steps: int, lr: float, seed: int, with_conditioning: bool = False
 ) -> dict:
     """One training phase on the package's Trainer arguments (warm-up 5%, cosine to 0), resumable from its
     checkpoints. Returns the loss history and timing."""
@@ -246,15 +238,16 @@ def train_phase(
         save_total_limit=1,
     )
     args.disable_tqdm = True
-    if with_ids:
-        rows = [{"input_ids": b["input_ids"], "topic_id": b["topic_id"], "context_id": b["context_id"]} for b in blocks]
+    keys = ("input_ids", "topic_id", "context_id", "topic_input_ids", "context_input_ids")
+    if with_conditioning:
+        rows = [{k: b[k] for k in keys if k in b} for b in blocks]
     else:
-        rows = [{"input_ids": b["input_ids"], "topic_id": 0, "context_id": 0} for b in blocks]
+        rows = [{"input_ids": b["input_ids"]} for b in blocks]
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=datasets.Dataset.from_list(rows),
-        data_collator=Collator(with_ids and is_ringan(model)),
+        data_collator=collator(model, with_conditioning),
     )
     found = complete_checkpoints(out_dir)
     start = time.time()

@@ -322,7 +322,7 @@ def train_job(**options) -> dict:
         args=args,
         train_dataset=datasets.Dataset.from_list(train_examples),
         eval_dataset=datasets.Dataset.from_list(eval_examples) if eval_examples else None,
-        data_collator=DialogueCollator(tok.pad_token_id),
+        data_collator=DialogueCollator(tok.pad_token_id, config.conditioning),
         eval_examples=eval_examples or None,
         best_dir=o.output / "best" if (eval_examples and o.keep_best) else None,
         callbacks=callbacks,

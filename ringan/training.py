@@ -33,10 +33,25 @@ def _windows(ids: list[int], max_length: int) -> list[list[int]]:
 def entry_to_examples(
     entry: Entry, tokenizer: PreTrainedTokenizerBase, topics: LabelVocab, contexts: LabelVocab, max_length: int
 ) -> list[dict]:
-    """`<s>` + the entry's text + `</s>`, cut into windows of `max_length` tokens (nothing is dropped)."""
+    """`<s>` + the entry's text + `</s>`, cut into windows of `max_length` tokens (nothing is dropped). Each
+    window carries its entry's topic/context ids and the tokens of its Topik and Konteks (for either form of
+    conditioning)."""
     text = render_entry(entry)
     ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
-    return _examples(ids, len(text.encode("utf-8")), topics.id(entry.topic), contexts.id(entry.context), max_length)
+    examples = _examples(ids, len(text.encode("utf-8")), topics.id(entry.topic), contexts.id(entry.context), max_length)
+    topic_tokens, context_tokens = conditioning_tokens(tokenizer, entry.topic, entry.context)
+    for example in examples:
+        example["topic_input_ids"], example["context_input_ids"] = topic_tokens, context_tokens
+    return examples
+
+
+def conditioning_tokens(
+    tokenizer: PreTrainedTokenizerBase, topic: str | None, context: str | None
+) -> tuple[list, list]:
+    """The token ids of a Topik title and a Konteks paragraph, as `conditioning="text"` models take them
+    (`topic_input_ids`, `context_input_ids`; no special tokens; `None` or "" = none)."""
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
+    return encode(topic), encode(context)
 
 
 def _examples(ids: list[int], n_bytes: int, topic_id: int, context_id: int, max_length: int) -> list[dict]:
@@ -44,7 +59,14 @@ def _examples(ids: list[int], n_bytes: int, topic_id: int, context_id: int, max_
     predicted = max(len(ids) - 1, 1)
     # bytes are shared out in proportion to the predicted tokens, so sums over windows stay exact
     return [
-        {"input_ids": w, "topic_id": topic_id, "context_id": context_id, "n_bytes": n_bytes * (len(w) - 1) / predicted}
+        {
+            "input_ids": w,
+            "topic_id": topic_id,
+            "context_id": context_id,
+            "topic_input_ids": [],
+            "context_input_ids": [],
+            "n_bytes": n_bytes * (len(w) - 1) / predicted,
+        }
         for w in windows
     ]
 
@@ -62,55 +84,82 @@ def text_to_examples(lines: Sequence[str], tokenizer: PreTrainedTokenizerBase, m
 
 
 def pack_examples(examples: Sequence[dict], max_length: int) -> list[dict]:
-    """Concatenate sequences into blocks of `max_length` with per-token topic/context ids."""
+    """Concatenate sequences into blocks of `max_length` with per-token topic/context ids (the id form of
+    conditioning; a packed block carries no Topik/Konteks text)."""
     packed, ids, topics, contexts, n_bytes = [], [], [], [], 0.0
+
+    def close() -> None:
+        block = {"input_ids": ids, "topic_id": topics, "context_id": contexts, "n_bytes": n_bytes}
+        packed.append({**block, "topic_input_ids": [], "context_input_ids": []})
+
     for ex in examples:
         n = len(ex["input_ids"])
         if ids and len(ids) + n > max_length:
-            packed.append({"input_ids": ids, "topic_id": topics, "context_id": contexts, "n_bytes": n_bytes})
+            close()
             ids, topics, contexts, n_bytes = [], [], [], 0.0
         ids = ids + ex["input_ids"]
         topics = topics + [ex["topic_id"]] * n
         contexts = contexts + [ex["context_id"]] * n
         n_bytes += ex["n_bytes"]
     if ids:
-        packed.append({"input_ids": ids, "topic_id": topics, "context_id": contexts, "n_bytes": n_bytes})
+        close()
     return packed
 
 
 @dataclass
 class DialogueCollator:
-    """Pads on the right, builds labels (`-100` on padding) and carries `topic_ids` / `context_ids`
-    (`[B]` per sequence, or `[B, T]` per token for packed examples)."""
+    """Pads on the right, builds labels (`-100` on padding) and carries the conditioning the model takes:
+    `conditioning="ids"`: `topic_ids` / `context_ids` (`[B]` per sequence, or `[B, T]` per token for packed
+    examples); `"text"`: `topic_input_ids` / `context_input_ids` with their attention masks (rows without text
+    are all padding = no conditioning); `"none"`: nothing."""
 
     pad_token_id: int = 0
+    conditioning: str = "ids"
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
         batch = len(features)
         input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((batch, width), dtype=torch.long)
-        per_token = isinstance(features[0]["topic_id"], list)
-        shape = (batch, width) if per_token else (batch,)
-        topic_ids = torch.zeros(shape, dtype=torch.long)
-        context_ids = torch.zeros(shape, dtype=torch.long)
         for i, f in enumerate(features):
             n = len(f["input_ids"])
             input_ids[i, :n] = torch.tensor(f["input_ids"])
             attention_mask[i, :n] = 1
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if self.conditioning == "ids":
+            out.update(self._ids(features, width))
+        elif self.conditioning == "text":
+            for name in ("topic", "context"):
+                out.update(self._text(features, name))
+        return out
+
+    @staticmethod
+    def _ids(features: list[dict], width: int) -> dict[str, torch.Tensor]:
+        per_token = isinstance(features[0]["topic_id"], list)
+        shape = (len(features), width) if per_token else (len(features),)
+        topic_ids = torch.zeros(shape, dtype=torch.long)
+        context_ids = torch.zeros(shape, dtype=torch.long)
+        for i, f in enumerate(features):
             if per_token:
+                n = len(f["input_ids"])
                 topic_ids[i, :n] = torch.tensor(f["topic_id"])
                 context_ids[i, :n] = torch.tensor(f["context_id"])
             else:
                 topic_ids[i], context_ids[i] = f["topic_id"], f["context_id"]
-        labels = input_ids.masked_fill(attention_mask == 0, -100)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "labels": labels,
-            "topic_ids": topic_ids,
-            "context_ids": context_ids,
-        }
+        return {"topic_ids": topic_ids, "context_ids": context_ids}
+
+    def _text(self, features: list[dict], name: str) -> dict[str, torch.Tensor]:
+        rows = [f.get(f"{name}_input_ids") or [] for f in features]
+        width = max(len(r) for r in rows)
+        if width == 0:
+            return {}
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[i, : len(r)] = 1
+        return {f"{name}_input_ids": ids, f"{name}_attention_mask": mask}
 
 
 def training_arguments(
@@ -174,7 +223,7 @@ def evaluate_examples(model, examples: Sequence[dict], batch_size: int = 8, pad_
     """Exact token-weighted loss, perplexity and bits per byte (nats summed over every predicted token)."""
     was_training = model.training
     model.eval()
-    collate = DialogueCollator(pad_token_id)
+    collate = DialogueCollator(pad_token_id, getattr(getattr(model, "config", None), "conditioning", "none"))
     total_nll, total_tokens, total_bytes = 0.0, 0, 0.0
     device = next(model.parameters()).device
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))  # less padding

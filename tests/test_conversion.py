@@ -184,7 +184,7 @@ def test_onnx_greedy_generation_equals_pytorch(tmp_path, attention_type):
                 do_sample=False,
                 eos_token_id=None,
             )
-        got = onnx_generate(runner, prompt, 10, topic_id=topic, context_id=context, stop_at_eos=False)
+        got = onnx_generate(runner, prompt, 10, stop_at_eos=False, topic_ids=topic, context_ids=context)
         assert got.tolist() == expected.tolist()
 
 
@@ -234,8 +234,8 @@ def test_seed_checkpoint_converts_to_a_warm_start(tmp_path, capsys):
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     emb = seed.rich_embedding_layer
     assert torch.equal(loaded.model.embed_tokens.weight, emb.token_embed.weight)
-    assert torch.equal(loaded.model.embed_topics.weight, emb.topic_embed.weight)
-    assert torch.equal(loaded.model.embed_contexts.weight, emb.context_embed.weight)
+    assert torch.equal(loaded.model.conditioning.embed_topics.weight, emb.topic_embed.weight)
+    assert torch.equal(loaded.model.conditioning.embed_contexts.weight, emb.context_embed.weight)
     assert torch.equal(loaded.lm_head.weight, seed.prediction_layer.weight)
     layer = seed.decoder_model.layers[1]
     q, k, v = layer.self_attn.in_proj_weight.chunk(3)

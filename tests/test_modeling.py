@@ -120,7 +120,7 @@ def test_conditioning_changes_logits_and_per_token_ids_broadcast():
     assert not torch.allclose(base, topic) and not torch.allclose(base, context)
     torch.testing.assert_close(per_token, base)
     torch.testing.assert_close(unknown, zeros)
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match="topic_ids holds 9, outside 0..4"):
         model(ids, topic_ids=torch.tensor([9, 1]))
 
 

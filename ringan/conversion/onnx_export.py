@@ -2,10 +2,14 @@
 
 Graphs (batch size 1; `L` layers, `H` heads of width `d`):
 
+- `condition.onnx` (unless `conditioning="none"`): the conversation's topic + context vector `condition [1, 1,
+  hidden]`, from `topic_ids [1]` / `context_ids [1]` (`conditioning="ids"`, 0 = unknown) or from the Topik / Konteks
+  tokens `topic_input_ids [1, Lt]`, `topic_attention_mask [1, Lt]`, `context_input_ids`, `context_attention_mask`
+  (`conditioning="text"`; a mask of zeros means "none").
 - `prefill.onnx`: one *segment* of the prompt. Inputs `input_ids [1, T]` (T dynamic, at most the window),
-  `topic_ids [1]`, `context_ids [1]` (0 = unknown), `position [1]` (tokens already seen) and the recurrent state
-  of every layer stacked: `state [L, 1, H, d, d]`, plus `normalizer [L, 1, H, d]` for `attention_type="linear"`
-  and `conv [L, 1, 3 * hidden, conv_size - 1]` with a short convolution. Outputs `logits [1, vocab]` of the last
+  `position [1]` (tokens already seen), `condition [1, 1, hidden]` and the recurrent state of every layer stacked:
+  `state [L, 1, H, d, d]`, plus `normalizer [L, 1, H, d]` for `attention_type="linear"` and
+  `conv [L, 1, 3 * hidden, conv_size - 1]` with a short convolution. Outputs `logits [1, vocab]` of the last
   position, `position_out [1]` and the new states (`state_out`, ...).
 - `decode.onnx`: the same signature with `T = 1`, computed by the lean recurrent step.
 
@@ -90,22 +94,21 @@ def _state_shapes(config) -> dict[str, tuple[int, ...]]:
 
 
 class RinganOnnxStep(nn.Module):
-    """Thin wrapper: embeddings + the model's decoder layers + final norm + LM head on the last position, with
-    the recurrent state as explicit tensors (each stacked over layers). The same module serves prefill (T tokens)
-    and decode (T = 1)."""
+    """Thin wrapper: embeddings + conditioning vector + the model's decoder layers + final norm + LM head on the
+    last position, with the recurrent state as explicit tensors (each stacked over layers). The same module serves
+    prefill (T tokens) and decode (T = 1)."""
 
     def __init__(self, model: RinganForCausalLM):
         super().__init__()
         self.lm = model
         self.names = state_names(model.config)
 
-    def forward(self, input_ids, topic_ids, context_ids, position, state, normalizer=None, conv=None):
+    def forward(self, input_ids, position, condition, state, normalizer=None, conv=None):
         given = {"state": state, "normalizer": normalizer, "conv": conv}
         states = [given[name] for name in self.names]
         core = self.lm.model
         seq_len = input_ids.shape[1]
-        hidden = core.embed_tokens(input_ids)
-        hidden = hidden + core.embed_topics(topic_ids).unsqueeze(1) + core.embed_contexts(context_ids).unsqueeze(1)
+        hidden = core.embed_tokens(input_ids) + condition
         steps = torch.arange(seq_len, device=input_ids.device, dtype=position.dtype)
         cos, sin = core.rotary_emb(position[:, None] + steps[None, :])
         new_states: dict[str, list] = {name: [] for name in self.names}
@@ -121,9 +124,30 @@ class RinganOnnxStep(nn.Module):
         return (logits, position + seq_len, *(torch.stack(new_states[name]) for name in self.names))
 
 
+CONDITION_INPUTS = {
+    "ids": ["topic_ids", "context_ids"],
+    "text": ["topic_input_ids", "topic_attention_mask", "context_input_ids", "context_attention_mask"],
+    "none": [],
+}
+
+
+class RinganOnnxCondition(nn.Module):
+    """The model's own conditioning module as a graph: its inputs (see `CONDITION_INPUTS`) -> `[1, 1, hidden]`."""
+
+    def __init__(self, model: RinganForCausalLM):
+        super().__init__()
+        self.lm = model
+        self.names = CONDITION_INPUTS[model.config.conditioning]
+
+    def forward(self, **inputs):
+        core = self.lm.model
+        vector = core.conditioning(core.embed_tokens, 1, 1, {name: inputs[name] for name in self.names})
+        return vector.expand(1, 1, -1)
+
+
 def _io_names(config) -> tuple[list[str], list[str]]:
     names = state_names(config)
-    inputs = ["input_ids", "topic_ids", "context_ids", "position", *names]
+    inputs = ["input_ids", "position", "condition", *names]
     outputs = ["logits", "position_out", *(f"{name}_out" for name in names)]
     return inputs, outputs
 
@@ -131,10 +155,34 @@ def _io_names(config) -> tuple[list[str], list[str]]:
 def _example_inputs(config, seq_len: int) -> dict:
     layers = config.num_hidden_layers
     ids = torch.randint(4, max(config.vocab_size, 5), (1, seq_len))
-    zero = torch.zeros(1, dtype=torch.long)
-    example = {"input_ids": ids, "topic_ids": zero, "context_ids": zero.clone(), "position": zero.clone()}
+    example = {"input_ids": ids, "position": torch.zeros(1, dtype=torch.long)}
+    example["condition"] = torch.zeros(1, 1, config.hidden_size)
     example.update({name: torch.zeros(layers, *shape) for name, shape in _state_shapes(config).items()})
     return example
+
+
+def _export_condition_graph(model: RinganForCausalLM, path: Path) -> None:
+    names = CONDITION_INPUTS[model.config.conditioning]
+    if model.config.conditioning == "ids":
+        example = {name: torch.ones(1, dtype=torch.long) for name in names}
+        dynamic = None
+    else:
+        example = {name: torch.ones(1, 5, dtype=torch.long) for name in names}
+        dynamic = {name: {1: torch.export.Dim(f"{name.split('_')[0]}_length", min=1, max=1 << 16)} for name in names}
+    with torch.no_grad():
+        program = torch.onnx.export(
+            RinganOnnxCondition(model).eval(),
+            (),
+            kwargs=example,
+            dynamo=True,
+            input_names=names,
+            output_names=["condition"],
+            external_data=False,
+            opset_version=21,
+            verbose=False,
+            dynamic_shapes=dynamic,
+        )
+    program.save(str(path))
 
 
 def _export_graph(step: RinganOnnxStep, config, path: Path, dynamic: bool) -> None:
@@ -271,16 +319,20 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: str | None
     with _one_chunk_attention(model):
         _export_graph(step, config, out_dir / "prefill.onnx", dynamic=True)
     _export_graph(step, config, out_dir / "decode.onnx", dynamic=False)
+    graphs = ["prefill.onnx", "decode.onnx"]
+    if config.conditioning != "none":
+        _export_condition_graph(model, out_dir / "condition.onnx")
+        graphs.append("condition.onnx")
 
     skipped = None
     applied = quantize
     if quantize == "int4" and (skipped := _int4_available()):
         applied = None
     if applied:
-        for name in ("prefill.onnx", "decode.onnx"):
+        for name in graphs:
             _quantize_graph(out_dir / name, applied)
 
-    _share_weights([out_dir / "prefill.onnx", out_dir / "decode.onnx"])
+    _share_weights([out_dir / name for name in graphs])
 
     inputs, outputs = _io_names(config)
     meta = {
@@ -288,6 +340,9 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: str | None
         "quantize": applied,
         "source_quantization": source_quantization,
         "attention_type": config.attention_type,
+        "conditioning": config.conditioning,
+        "condition_inputs": CONDITION_INPUTS[config.conditioning],
+        "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_hidden_layers,
         "state_shapes": {name: list(shape) for name, shape in _state_shapes(config).items()},
         "vocab_size": config.vocab_size,
@@ -330,7 +385,9 @@ def _check(model: RinganForCausalLM, out_dir: Path, prompt_len: int = 70, new: i
 class OnnxRingan:
     """Generation with ONNX Runtime from a folder written by `export_onnx` (batch size 1).
 
-    Keep one instance to reuse its sessions; `onnx_generate` builds one per call.
+    Keep one instance to reuse its sessions; `onnx_generate` builds one per call. `set_conditioning(...)` takes
+    the same conditioning inputs as the model's forward (`topic_ids` / `context_ids`, or `topic_input_ids` /
+    `context_input_ids` token lists) and holds the vector until changed.
     """
 
     def __init__(self, out_dir: str | Path, threads: int | None = None):
@@ -344,8 +401,35 @@ class OnnxRingan:
         providers = ["CPUExecutionProvider"]
         self.prefill_session = ort.InferenceSession(str(out_dir / "prefill.onnx"), options, providers=providers)
         self.decode_session = ort.InferenceSession(str(out_dir / "decode.onnx"), options, providers=providers)
-        self.topic_id = 0
-        self.context_id = 0
+        self.condition_session = None
+        if (out_dir / "condition.onnx").is_file():
+            self.condition_session = ort.InferenceSession(str(out_dir / "condition.onnx"), options, providers=providers)
+        self.set_conditioning()  # none given: "unknown" for ids, nothing for text
+
+    def set_conditioning(self, **inputs) -> None:
+        """The conversation's topic/context (the model's conditioning inputs, batch 1); nothing given = none."""
+        import numpy as np
+
+        names = self.meta["condition_inputs"]
+        unknown = sorted(set(inputs) - set(names))
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: this export takes {names or 'no conditioning'}")
+        given = {k: v for k, v in inputs.items() if v is not None}
+        if self.condition_session is None or (not given and self.meta["conditioning"] != "ids"):
+            self.condition = np.zeros((1, 1, self.meta["hidden_size"]), dtype=np.float32)
+            return
+        feeds = {}
+        for name in names:
+            if self.meta["conditioning"] == "ids":
+                feeds[name] = np.asarray([int(given.get(name, 0))], dtype=np.int64)
+            elif name.endswith("_input_ids"):
+                ids = np.asarray(given.get(name, []), dtype=np.int64).reshape(-1)
+                mask_name = name.replace("_input_ids", "_attention_mask")
+                mask = np.asarray(given.get(mask_name, np.ones_like(ids)), dtype=np.int64).reshape(-1)
+                if ids.size == 0:  # "no topic": one masked token
+                    ids, mask = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+                feeds[name], feeds[mask_name] = ids[None], mask[None]
+        self.condition = self.condition_session.run(None, feeds)[0].astype(np.float32)
 
     def initial_state(self) -> dict:
         """Zero states at position 0 (a fresh conversation)."""
@@ -360,12 +444,7 @@ class OnnxRingan:
     def _run(self, session, ids: list[int], state: dict):
         import numpy as np
 
-        feeds = {
-            "input_ids": np.asarray([ids], dtype=np.int64),
-            "topic_ids": np.asarray([self.topic_id], dtype=np.int64),
-            "context_ids": np.asarray([self.context_id], dtype=np.int64),
-            **state,
-        }
+        feeds = {"input_ids": np.asarray([ids], dtype=np.int64), "condition": self.condition, **state}
         out = session.run(None, feeds)
         new_state = {name.replace("_out", ""): value for name, value in zip(self.meta["outputs"][1:], out[1:])}
         return out[0][0], new_state
@@ -382,23 +461,17 @@ class OnnxRingan:
             logits, state = self._run(self.prefill_session, ids[start : start + window], state)
         return logits, state
 
-    def generate(
-        self,
-        input_ids,
-        max_new_tokens: int,
-        topic_id: int = 0,
-        context_id: int = 0,
-        stop_at_eos: bool = True,
-    ):
+    def generate(self, input_ids, max_new_tokens: int, stop_at_eos: bool = True, **conditioning):
         """Greedy generation; returns a numpy int64 array `[1, prompt + new]` (prompt included), like
-        `model.generate(..., do_sample=False)`."""
+        `model.generate(..., do_sample=False)`. `conditioning`: as `set_conditioning` (kept for later calls)."""
         import numpy as np
 
         prompt = np.asarray(input_ids.tolist() if hasattr(input_ids, "tolist") else input_ids, dtype=np.int64)
         prompt = prompt.reshape(-1)
         if prompt.size == 0:
             raise ValueError("the prompt is empty")
-        self.topic_id, self.context_id = int(topic_id), int(context_id)
+        if conditioning:
+            self.set_conditioning(**conditioning)
         eos = self.meta.get("eos_token_id")
         eos = set(eos if isinstance(eos, list) else [eos]) if stop_at_eos and eos is not None else set()
         tokens = prompt.tolist()
@@ -418,9 +491,8 @@ def onnx_generate(
     out_dir: str | Path | OnnxRingan,
     input_ids,
     max_new_tokens: int,
-    topic_id: int = 0,
-    context_id: int = 0,
     stop_at_eos: bool = True,
+    **conditioning,
 ):
     """Greedy generation with ONNX Runtime from an `export_onnx` folder (or a ready `OnnxRingan`).
 
@@ -428,14 +500,15 @@ def onnx_generate(
         out_dir: the folder `export_onnx` wrote, or an `OnnxRingan` to reuse its sessions.
         input_ids: the prompt: a list of ids, or an array/tensor of shape `[T]` or `[1, T]`.
         max_new_tokens: tokens to generate at most.
-        topic_id, context_id: conditioning ids (0 = unknown), as `topic_ids`/`context_ids` of `generate`.
         stop_at_eos: stop after the config's `eos_token_id` (as `generate` does by default).
+        conditioning: the model's conditioning inputs for batch 1, e.g. `topic_ids=2, context_ids=3`
+            (`conditioning="ids"`) or `context_input_ids=[...]` (`conditioning="text"`).
 
     Returns:
         numpy int64 `[1, T + new]`: the prompt followed by the generated tokens.
     """
     runner = out_dir if isinstance(out_dir, OnnxRingan) else OnnxRingan(out_dir)
-    return runner.generate(input_ids, max_new_tokens, topic_id, context_id, stop_at_eos)
+    return runner.generate(input_ids, max_new_tokens, stop_at_eos, **conditioning)
 
 
 __all__ = ["OnnxRingan", "RinganOnnxStep", "export_onnx", "onnx_generate"]

@@ -107,7 +107,7 @@ def convert_seed_checkpoint(
     stored in the weights, so it is `num_heads` or the document's 4.
 
     Mapping (exact copies): `rich_embedding_layer.{token,topic,context}_embed.weight` ->
-    `model.embed_{tokens,topics,contexts}.weight`; `prediction_layer.weight` -> `lm_head.weight`. Reused where
+    `model.embed_tokens.weight`, `model.conditioning.embed_{topics,contexts}.weight`; `prediction_layer.weight` -> `lm_head.weight`. Reused where
     shapes agree: per layer, `self_attn.in_proj_weight` split into q/k/v -> `self_attn.{q,k,v}_proj.weight`,
     `self_attn.out_proj.weight` -> `o_proj`, `linear1.weight` -> `mlp.up_proj`, `linear2.weight` ->
     `mlp.down_proj` (config `hidden_act="relu"`, the reference FFN's activation). Not mapped (listed in the
@@ -133,7 +133,10 @@ def convert_seed_checkpoint(
     state = _load_state_dict(path)
     values, notes = _infer_config(state, num_heads)
     warm_start = {"source": "founding-document MyGenerativeModel", "file": path.name, "note": WARM_START_NOTE}
-    config = RinganConfig(attention_type=attention_type, **values)
+    # the founding document's form: id tables for topic/context, no convolution or output gate
+    config = RinganConfig(
+        attention_type=attention_type, conditioning="ids", conv_size=0, use_output_gate=False, **values
+    )
     config.warm_start = warm_start  # saved in config.json: the checkpoint says what it is
     torch.manual_seed(0)
     model = RinganForCausalLM(config).eval()
@@ -155,8 +158,8 @@ def convert_seed_checkpoint(
 
     exact = {
         "rich_embedding_layer.token_embed.weight": "model.embed_tokens.weight",
-        "rich_embedding_layer.topic_embed.weight": "model.embed_topics.weight",
-        "rich_embedding_layer.context_embed.weight": "model.embed_contexts.weight",
+        "rich_embedding_layer.topic_embed.weight": "model.conditioning.embed_topics.weight",
+        "rich_embedding_layer.context_embed.weight": "model.conditioning.embed_contexts.weight",
         "prediction_layer.weight": "lm_head.weight",
     }
     for source, dest in exact.items():

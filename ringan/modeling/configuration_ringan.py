@@ -7,6 +7,8 @@ import math
 from transformers import PreTrainedConfig
 
 ATTENTION_TYPES = ("linear", "retention", "gated", "delta", "gated_delta")
+CONDITIONING_MODES = ("text", "ids", "none")
+ACTIVATIONS = ("gelu", "relu", "silu")
 
 
 class RinganConfig(PreTrainedConfig):
@@ -26,10 +28,14 @@ class RinganConfig(PreTrainedConfig):
             Number of decoder layers.
         num_attention_heads (`int`, *optional*, defaults to 4):
             Number of attention heads; each head keeps a `head_dim x head_dim` fp32 state when generating.
+        conditioning (`str`, *optional*, defaults to `"ids"`):
+            How the topic and context vectors added to every token are made: `"text"` (from the Topik title and
+            the Konteks paragraph: pooled token embeddings, projected; works for any text, seen or not), `"ids"`
+            (the founding document's form: a learned row per known topic / context id) or `"none"`.
         num_topics (`int`, *optional*, defaults to 50):
-            Rows of the topic embedding. Row 0 is "unknown topic".
+            With `conditioning="ids"`: rows of the topic embedding. Row 0 is "unknown topic".
         num_contexts (`int`, *optional*, defaults to 100):
-            Rows of the context embedding. Row 0 is "unknown context".
+            With `conditioning="ids"`: rows of the context embedding. Row 0 is "unknown context".
         max_position_embeddings (`int`, *optional*, defaults to 131072):
             The context length the model is meant for. Nothing is allocated per position (RoPE angles are
             computed on the fly and the recurrent state has a fixed size); it is informative.
@@ -91,6 +97,7 @@ class RinganConfig(PreTrainedConfig):
     intermediate_size: int = 1024  # FFN 4x
     num_hidden_layers: int = 2  # depth from the founding document
     num_attention_heads: int = 4  # 4 heads of 64: a 64x64 state each
+    conditioning: str = "ids"  # the founding document's topic/context embedding tables
     num_topics: int = 50  # topic embedding rows, 0 = unknown
     num_contexts: int = 100  # context embedding rows, 0 = unknown
     max_position_embeddings: int = 131072  # the 128k promise; nothing is sized by it
@@ -118,13 +125,33 @@ class RinganConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+            _require_int(self, name, minimum=1)
+        for name in ("num_topics", "num_contexts", "chunk_size", "prefill_segment_size"):
+            _require_int(self, name, minimum=1)
+        _require_int(self, "conv_size", minimum=0)
+        if self.conv_size == 1:
+            raise ValueError("conv_size must be 0 (no convolution) or at least 2, got 1")
         if self.attention_type not in ATTENTION_TYPES:
             raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {self.attention_type!r}")
+        if self.conditioning not in CONDITIONING_MODES:
+            raise ValueError(f"conditioning must be one of {CONDITIONING_MODES}, got {self.conditioning!r}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"hidden_act must be one of {ACTIVATIONS}, got {self.hidden_act!r}")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
                 f"({self.num_attention_heads})"
             )
+        if (self.hidden_size // self.num_attention_heads) % 2:
+            raise ValueError(
+                f"the head dimension hidden_size / num_attention_heads = {self.hidden_size // self.num_attention_heads} "
+                "must be even (RoPE rotates pairs of dimensions)"
+            )
+        for name in ("dropout", "conditioning_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         if self.retention_decays is None:
             heads = self.num_attention_heads
             exponents = [5.0 + 10.0 * h / max(heads - 1, 1) for h in range(heads)]
@@ -144,6 +171,12 @@ class RinganConfig(PreTrainedConfig):
     @property
     def retention_log_decays(self) -> list[float]:
         return [math.log(g) for g in self.retention_decays]
+
+
+def _require_int(config: RinganConfig, name: str, minimum: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 __all__ = ["RinganConfig"]

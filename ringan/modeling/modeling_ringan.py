@@ -8,12 +8,13 @@ ForCausalLM; the sequence mixers live in `mixer_*.py`, their kernels in `ops_*.p
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationMixin, GradientCheckpointingLayer, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -43,7 +44,7 @@ class RinganMLP(nn.Module):
         return self.down_proj(self.act(self.up_proj(x)))
 
 
-class RinganDecoderLayer(nn.Module):
+class RinganDecoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: RinganConfig, layer_idx: int):
         super().__init__()
         self.input_layernorm = RinganRMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -73,6 +74,7 @@ class RinganCache:
     def __init__(self, num_layers: int, batch_size: int, device: torch.device | str | None = None):
         self.states: list[dict[str, torch.Tensor] | None] = [None] * num_layers
         self.seen_tokens = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.condition: torch.Tensor | None = None  # [B, 1, hidden]: the conversation's topic + context vector
 
     @property
     def is_linear(self) -> list[bool]:
@@ -87,6 +89,7 @@ class RinganCache:
     def _map(self, fn) -> None:
         self.states = [None if s is None else {k: fn(t) for k, t in s.items()} for s in self.states]
         self.seen_tokens = fn(self.seen_tokens)
+        self.condition = None if self.condition is None else fn(self.condition)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self._map(lambda t: t.index_select(0, beam_idx.to(t.device)))
@@ -100,6 +103,8 @@ class RinganCache:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Flat tensors (for safetensors): a saved chat resumes without re-reading its history."""
         out = {"seen_tokens": self.seen_tokens}
+        if self.condition is not None:
+            out["condition"] = self.condition
         for i, layer_state in enumerate(self.states):
             for name, tensor in (layer_state or {}).items():
                 out[f"layers.{i}.{name}"] = tensor
@@ -110,6 +115,7 @@ class RinganCache:
         seen = tensors["seen_tokens"]
         cache = cls(num_layers, seen.shape[0], seen.device)
         cache.seen_tokens = seen.clone()
+        cache.condition = tensors["condition"].clone() if "condition" in tensors else None
         for i in range(num_layers):
             prefix = f"layers.{i}."
             layer_state = {k[len(prefix) :]: t.clone() for k, t in tensors.items() if k.startswith(prefix)}
@@ -144,6 +150,8 @@ class RinganPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         if isinstance(module, QUANTIZED_MODULES):
             module.init_random_(std)  # a quantized normal(0, std); loaded buffers are left alone
+        elif isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
+            init.zeros_(module.weight)  # the text-conditioning projections: an untrained conditioner adds nothing
         elif isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
@@ -168,13 +176,144 @@ class RinganPreTrainedModel(PreTrainedModel):
             init.copy_(module.decay_proj.bias, dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
 
 
+class RinganConditioning(nn.Module):
+    """The topic and context vectors of `token_emb + topic_emb + context_emb` (see `RinganConfig.conditioning`).
+
+    - `"text"`: computed from the Topik title and the Konteks paragraph themselves: the mean of the model's own
+      token embeddings of the text, RMS-normalised (so its scale does not depend on the length), then one
+      projection per kind. The projections start at zero, so an untrained conditioner adds nothing. Any Topik or
+      Konteks works, seen in training or not.
+    - `"ids"`: the founding document's form: a learned row per known topic / context id (row 0 = unknown).
+    - `"none"`: nothing is added.
+
+    During training, whole sequences lose their topic and (independently) their context with probability
+    `conditioning_dropout`, so the model also works without them.
+    """
+
+    def __init__(self, config: RinganConfig):
+        super().__init__()
+        self.mode = config.conditioning
+        self.dropout = config.conditioning_dropout
+        hidden = config.hidden_size
+        if self.mode == "ids":
+            self.embed_topics = nn.Embedding(config.num_topics, hidden)
+            self.embed_contexts = nn.Embedding(config.num_contexts, hidden)
+        elif self.mode == "text":
+            self.topic_proj = nn.Linear(hidden, hidden, bias=False)
+            self.context_proj = nn.Linear(hidden, hidden, bias=False)
+            self.topic_proj.zero_init = self.context_proj.zero_init = True
+
+    def _keep(self, batch: int, device) -> torch.Tensor | None:
+        """Per sequence: 1 to keep its conditioning, 0 to drop it (training only)."""
+        if not self.training or self.dropout <= 0:
+            return None
+        return (torch.rand(batch, device=device) >= self.dropout).float()
+
+    def _from_ids(self, table: nn.Embedding, ids: torch.Tensor, batch: int, seq_len: int, name: str) -> torch.Tensor:
+        if ids.dim() not in (1, 2) or ids.shape[0] != batch or (ids.dim() == 2 and ids.shape[1] != seq_len):
+            raise ValueError(f"{name} must have shape ({batch},) or ({batch}, {seq_len}), got {tuple(ids.shape)}")
+        _check_range(ids, table.num_embeddings, name)
+        keep = self._keep(batch, ids.device)
+        if keep is not None:  # whole sequences lose their ids (also when packed, [B, T])
+            ids = ids * keep.long().view(-1, *([1] * (ids.dim() - 1)))
+        emb = table(ids)
+        return emb.unsqueeze(1) if ids.dim() == 1 else emb  # [B, 1, hidden] or [B, T, hidden]
+
+    def _from_text(self, embed_tokens, proj: nn.Linear, ids, mask, batch: int, name: str) -> torch.Tensor:
+        if ids.dim() != 2 or ids.shape[0] != batch:
+            raise ValueError(f"{name}_input_ids must have shape ({batch}, length), got {tuple(ids.shape)}")
+        _check_range(ids, embed_tokens.num_embeddings, f"{name}_input_ids")
+        if mask is None:
+            mask = torch.ones_like(ids)
+        elif mask.shape != ids.shape:
+            raise ValueError(
+                f"{name}_attention_mask has shape {tuple(mask.shape)} but {name}_input_ids has {tuple(ids.shape)}"
+            )
+        weights = mask.to(embed_tokens.weight.dtype).unsqueeze(-1)  # [B, L, 1]
+        pooled = (embed_tokens(ids) * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # [B, hidden]
+        pooled = F.rms_norm(pooled.float(), pooled.shape[-1:]).to(pooled.dtype)  # an empty text stays 0
+        keep = self._keep(batch, ids.device)
+        if keep is not None:
+            pooled = pooled * keep.unsqueeze(-1).to(pooled.dtype)
+        return proj(pooled).unsqueeze(1)  # [B, 1, hidden]
+
+    def forward(self, embed_tokens: nn.Embedding, batch: int, seq_len: int, inputs: dict) -> torch.Tensor | None:
+        """The vector to add to every token, `[B, 1, hidden]` or `[B, T, hidden]`, or `None` when no conditioning
+        input was given. `inputs` holds the forward's conditioning arguments (see `RinganModel.forward`)."""
+        given = {k: v for k, v in inputs.items() if v is not None}
+        allowed = {
+            "ids": {"topic_ids", "context_ids"},
+            "text": {"topic_input_ids", "topic_attention_mask", "context_input_ids", "context_attention_mask"},
+            "none": set(),
+        }[self.mode]
+        wrong = sorted(set(given) - allowed)
+        if wrong:
+            hint = {"ids": "topic_ids / context_ids", "text": "topic_input_ids / context_input_ids", "none": "none"}
+            raise ValueError(
+                f"{', '.join(wrong)} given, but this model's conditioning is {self.mode!r} (it takes {hint[self.mode]})"
+            )
+        parts = []
+        if self.mode == "ids" and given:
+            for table, name in ((self.embed_topics, "topic_ids"), (self.embed_contexts, "context_ids")):
+                if name in given:
+                    parts.append(self._from_ids(table, given[name], batch, seq_len, name))
+                else:
+                    parts.append(table.weight[0].view(1, 1, -1))  # not given = unknown (row 0)
+        elif self.mode == "text":
+            for proj, name in ((self.topic_proj, "topic"), (self.context_proj, "context")):
+                if f"{name}_input_ids" in given:
+                    ids, mask = given[f"{name}_input_ids"], given.get(f"{name}_attention_mask")
+                    parts.append(self._from_text(embed_tokens, proj, ids, mask, batch, name))
+                elif f"{name}_attention_mask" in given:
+                    raise ValueError(f"{name}_attention_mask given without {name}_input_ids")
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+    def unknown(self, batch: int) -> torch.Tensor | None:
+        """What a conversation without topic or context adds: the "unknown" rows for `"ids"`, else nothing."""
+        if self.mode != "ids":
+            return None
+        return (self.embed_topics.weight[0] + self.embed_contexts.weight[0]).view(1, 1, -1).expand(batch, 1, -1)
+
+
+def _check_range(ids: torch.Tensor, size: int, name: str) -> None:
+    """Token / row ids must index a table of `size` rows (checked eagerly; skipped while tracing or compiling)."""
+    if ids.dtype not in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+        raise ValueError(f"{name} must hold integer ids, got dtype {ids.dtype}")
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or ids.numel() == 0:
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= size:
+        bad = high if high >= size else low
+        raise ValueError(f"{name} holds {bad}, outside 0..{size - 1}")
+
+
+def _token_mask(attention_mask: torch.Tensor | None, batch: int, seq_len: int, device) -> torch.Tensor | None:
+    """`attention_mask` as a boolean `[B, T]` mask of the tokens fed now (a longer mask, as `generate` passes, is
+    aligned to its last columns), after checking it."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 2 or attention_mask.shape[0] != batch or attention_mask.shape[1] < seq_len:
+        raise ValueError(
+            f"attention_mask must have shape ({batch}, >= {seq_len}) (1 = token, 0 = padding), "
+            f"got {tuple(attention_mask.shape)}"
+        )
+    mask = attention_mask[:, -seq_len:]
+    if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+        if mask.is_floating_point() and not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+        if not mask.is_floating_point() and not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+    return mask.to(device=device, dtype=torch.bool)
+
+
 class RinganModel(RinganPreTrainedModel):
     def __init__(self, config: RinganConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.embed_tokens.is_token_embedding = True
-        self.embed_topics = nn.Embedding(config.num_topics, config.hidden_size)
-        self.embed_contexts = nn.Embedding(config.num_contexts, config.hidden_size)
+        self.conditioning = RinganConditioning(config)
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(RinganDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RinganRMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -188,29 +327,16 @@ class RinganModel(RinganPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.embed_tokens = value
 
-    def _condition(self, table: nn.Embedding, ids: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-        """Embed topic/context ids given per sequence `[B]` or per token `[B, T]`; `None` means unknown (0)."""
-        if ids is None:
-            return table.weight[0].to(like.dtype)  # broadcasts over [B, T, hidden]
-        ids = ids.to(like.device)
-        if ids.min() < 0 or ids.max() >= table.num_embeddings:
-            raise ValueError(
-                f"id {int(ids.max() if ids.max() >= table.num_embeddings else ids.min())} is out of range for an "
-                f"embedding of {table.num_embeddings} rows (0 = unknown)"
-            )
-        if self.training and self.config.conditioning_dropout > 0:
-            # whole sequences lose their ids (also when packed, [B, T]): the model must learn to work without them
-            drop = torch.rand(ids.shape[0], device=ids.device) < self.config.conditioning_dropout
-            ids = ids.masked_fill(drop.view(-1, *([1] * (ids.dim() - 1))), 0)
-        emb = table(ids).to(like.dtype)
-        return emb.unsqueeze(1) if ids.dim() == 1 else emb  # [B, 1, hidden] or [B, T, hidden]
-
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        topic_input_ids: torch.LongTensor | None = None,
+        topic_attention_mask: torch.Tensor | None = None,
+        context_input_ids: torch.LongTensor | None = None,
+        context_attention_mask: torch.Tensor | None = None,
         topic_ids: torch.LongTensor | None = None,
         context_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
         cache: RinganCache | None = None,
         use_cache: bool | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
@@ -219,29 +345,64 @@ class RinganModel(RinganPreTrainedModel):
         **kwargs,
     ) -> RinganModelOutput | tuple:
         r"""
-        topic_ids (`torch.LongTensor` of shape `(batch_size,)` or `(batch_size, sequence_length)`, *optional*):
-            Topic of each sequence, or of each token when several conversations are packed. 0 or `None` = unknown.
-        context_ids (`torch.LongTensor` of shape `(batch_size,)` or `(batch_size, sequence_length)`, *optional*):
-            Konteks of each sequence or token, as `topic_ids`.
         attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
             1 for real tokens, 0 for padding. Padding adds nothing to the state and takes no RoPE position.
             A mask longer than the input (as `generate` passes) is aligned to its last columns.
+        topic_input_ids (`torch.LongTensor` of shape `(batch_size, topic_length)`, *optional*):
+            Token ids of each sequence's Topik title (`conditioning="text"`), e.g.
+            `tokenizer(topics, add_special_tokens=False, padding=True)`; padded with `topic_attention_mask` 0.
+        topic_attention_mask (`torch.Tensor` of shape `(batch_size, topic_length)`, *optional*):
+            1 for the tokens of `topic_input_ids`, 0 for padding. A row with no tokens means "no topic".
+        context_input_ids (`torch.LongTensor` of shape `(batch_size, context_length)`, *optional*):
+            Token ids of each sequence's Konteks paragraph (`conditioning="text"`), as `topic_input_ids`.
+        context_attention_mask (`torch.Tensor` of shape `(batch_size, context_length)`, *optional*):
+            As `topic_attention_mask`, for `context_input_ids`.
+        topic_ids (`torch.LongTensor` of shape `(batch_size,)` or `(batch_size, sequence_length)`, *optional*):
+            With `conditioning="ids"`: the topic id of each sequence, or of each token when several conversations
+            are packed. 0 or `None` = unknown.
+        context_ids (`torch.LongTensor` of shape `(batch_size,)` or `(batch_size, sequence_length)`, *optional*):
+            With `conditioning="ids"`: the Konteks id of each sequence or token, as `topic_ids`.
         cache (`RinganCache`, *optional*):
-            Recurrent state from earlier calls; pass only tokens it has not seen.
+            Recurrent state from earlier calls; pass only tokens it has not seen. It also keeps the conditioning
+            vector of its conversation, so later calls need not pass the topic and context again.
         """
+        if "past_key_values" in kwargs:
+            past = kwargs.pop("past_key_values")
+            if past is not None:
+                if cache is not None:
+                    raise ValueError("pass the recurrent state as `cache` only (not also as `past_key_values`)")
+                warnings.warn(
+                    "`past_key_values` is deprecated for Ringan: its recurrent state is passed as `cache`",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+                cache = past
+        if kwargs.get("output_attentions"):
+            raise ValueError("output_attentions is not available: linear attention forms no attention matrix")
+        if cache is not None and not isinstance(cache, RinganCache):
+            raise ValueError(f"cache must be a RinganCache (from an earlier call), got {type(cache).__name__}")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
         if inputs_embeds is None:
+            if input_ids.dim() != 2:
+                raise ValueError(
+                    f"input_ids must have shape (batch_size, sequence_length), got {tuple(input_ids.shape)}"
+                )
+            _check_range(input_ids, self.config.vocab_size, "input_ids")
             inputs_embeds = self.embed_tokens(input_ids)
         batch, seq_len, _ = inputs_embeds.shape
+        if seq_len == 0:
+            raise ValueError("the input is empty: pass at least one token")
         device = inputs_embeds.device
+        if cache is not None and cache.seen_tokens.shape[0] != batch:
+            raise ValueError(f"the cache holds {cache.seen_tokens.shape[0]} rows but the input has {batch}")
 
-        token_mask = None
-        if attention_mask is not None:
-            token_mask = attention_mask[:, -seq_len:].to(device=device, dtype=torch.bool)
-            if bool(token_mask.all()):
-                token_mask = None
+        token_mask = _token_mask(attention_mask, batch, seq_len, device)
         if cache is None and use_cache:
             cache = RinganCache(len(self.layers), batch, device)
         offset = (
@@ -251,12 +412,26 @@ class RinganModel(RinganPreTrainedModel):
             steps = torch.arange(seq_len, device=device).expand(batch, seq_len)
             new_tokens = torch.full((batch,), seq_len, dtype=torch.long, device=device)
         else:
-            steps = (token_mask.long().cumsum(-1) - 1).clamp(min=0)
+            steps = (token_mask.long().cumsum(-1) - 1).clamp(min=0)  # padding takes no position
             new_tokens = token_mask.long().sum(-1)
         cos, sin = self.rotary_emb(offset[:, None] + steps)
 
-        hidden_states = inputs_embeds + self._condition(self.embed_topics, topic_ids, inputs_embeds)
-        hidden_states = hidden_states + self._condition(self.embed_contexts, context_ids, inputs_embeds)
+        conditioning_inputs = {
+            "topic_input_ids": topic_input_ids,
+            "topic_attention_mask": topic_attention_mask,
+            "context_input_ids": context_input_ids,
+            "context_attention_mask": context_attention_mask,
+            "topic_ids": topic_ids,
+            "context_ids": context_ids,
+        }
+        condition = self.conditioning(self.embed_tokens, batch, seq_len, conditioning_inputs)
+        if condition is None and cache is not None and cache.condition is not None:
+            condition = cache.condition  # the conversation's vector, kept from its first call
+        elif condition is None:
+            condition = self.conditioning.unknown(batch)
+        if cache is not None and condition is not None and condition.shape[1] == 1:
+            cache.condition = condition.expand(batch, 1, -1)  # per-token ids follow their tokens: not kept
+        hidden_states = inputs_embeds if condition is None else inputs_embeds + condition.to(inputs_embeds.dtype)
         hidden_states = self.dropout(hidden_states)
 
         all_hidden_states = () if output_hidden_states else None
@@ -264,12 +439,7 @@ class RinganModel(RinganPreTrainedModel):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             state = cache.states[i] if cache is not None else None
-            if self.gradient_checkpointing and self.training:
-                hidden_states, new_state = self._gradient_checkpointing_func(
-                    layer.__call__, hidden_states, cos, sin, token_mask, state
-                )
-            else:
-                hidden_states, new_state = layer(hidden_states, cos, sin, token_mask, state)
+            hidden_states, new_state = layer(hidden_states, cos, sin, token_mask, state)
             if cache is not None:
                 cache.states[i] = new_state
         hidden_states = self.norm(hidden_states)
@@ -281,7 +451,17 @@ class RinganModel(RinganPreTrainedModel):
         output = RinganModelOutput(
             last_hidden_state=hidden_states, cache=cache if use_cache else None, hidden_states=all_hidden_states
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
+
+
+CONDITIONING_INPUTS = (
+    "topic_input_ids",
+    "topic_attention_mask",
+    "context_input_ids",
+    "context_attention_mask",
+    "topic_ids",
+    "context_ids",
+)
 
 
 class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
@@ -314,9 +494,13 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        topic_input_ids: torch.LongTensor | None = None,
+        topic_attention_mask: torch.Tensor | None = None,
+        context_input_ids: torch.LongTensor | None = None,
+        context_attention_mask: torch.Tensor | None = None,
         topic_ids: torch.LongTensor | None = None,
         context_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
         cache: RinganCache | None = None,
         use_cache: bool | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
@@ -337,7 +521,26 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
 
         See [`RinganModel.forward`] for the other arguments.
         """
-        seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        inputs = dict(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            topic_input_ids=topic_input_ids,
+            topic_attention_mask=topic_attention_mask,
+            context_input_ids=context_input_ids,
+            context_attention_mask=context_attention_mask,
+            topic_ids=topic_ids,
+            context_ids=context_ids,
+            cache=cache,
+            use_cache=use_cache,
+            inputs_embeds=inputs_embeds,
+        )
+        model_kwargs = {k: kwargs[k] for k in ("past_key_values", "output_attentions") if k in kwargs}
+        source = input_ids if input_ids is not None else inputs_embeds
+        seq_len = source.shape[1] if source is not None and source.dim() >= 2 else 0
         segment = self.config.prefill_segment_size
         if (
             labels is None
@@ -346,28 +549,9 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
             and isinstance(logits_to_keep, int)
             and 0 < logits_to_keep <= segment < seq_len
         ):
-            return self._segmented_forward(
-                input_ids,
-                topic_ids,
-                context_ids,
-                attention_mask,
-                cache,
-                use_cache,
-                inputs_embeds,
-                logits_to_keep,
-                return_dict,
-            )
-        outputs = self.model(
-            input_ids=input_ids,
-            topic_ids=topic_ids,
-            context_ids=context_ids,
-            attention_mask=attention_mask,
-            cache=cache,
-            use_cache=use_cache,
-            inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+            output = self._segmented_forward(inputs, logits_to_keep, model_kwargs)
+            return output if return_dict else output.to_tuple()
+        outputs = self.model(**inputs, output_hidden_states=output_hidden_states, return_dict=True, **model_kwargs)
         hidden_states = outputs.last_hidden_state
         if isinstance(logits_to_keep, int):
             hidden_states = hidden_states[:, -logits_to_keep:] if logits_to_keep > 0 else hidden_states
@@ -377,51 +561,45 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss_kwargs = {k: v for k, v in kwargs.items() if k == "num_items_in_batch"}
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **loss_kwargs)
         output = RinganCausalLMOutput(
             loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
-    def _segmented_forward(
-        self,
-        input_ids,
-        topic_ids,
-        context_ids,
-        attention_mask,
-        cache,
-        use_cache,
-        inputs_embeds,
-        logits_to_keep,
-        return_dict,
-    ):
-        """Inference over a long input: the whole model runs one segment at a time, carrying the state."""
-        source = input_ids if input_ids is not None else inputs_embeds
+    def _segmented_forward(self, inputs: dict, logits_to_keep: int, model_kwargs: dict) -> RinganCausalLMOutput:
+        """Inference over a long input: the whole model runs one segment at a time, carrying the state. The last
+        piece is exactly the `logits_to_keep` tokens whose logits are returned."""
+        source = inputs["input_ids"] if inputs["input_ids"] is not None else inputs["inputs_embeds"]
         batch, seq_len = source.shape[:2]
-        if cache is None:
-            cache = RinganCache(len(self.model.layers), batch, source.device)
-        if attention_mask is not None:
-            attention_mask = attention_mask[:, -seq_len:]
-        segment = self.config.prefill_segment_size
-        for start in range(0, seq_len, segment):
-            part = slice(start, start + segment)
-            outputs = self.model(
-                input_ids=input_ids[:, part] if input_ids is not None else None,
-                inputs_embeds=inputs_embeds[:, part] if inputs_embeds is not None else None,
-                topic_ids=topic_ids[:, part] if topic_ids is not None and topic_ids.dim() == 2 else topic_ids,
-                context_ids=context_ids[:, part] if context_ids is not None and context_ids.dim() == 2 else context_ids,
-                attention_mask=attention_mask[:, part] if attention_mask is not None else None,
-                cache=cache,
-                use_cache=True,
-                return_dict=True,
-            )
-        last = outputs.last_hidden_state
-        if last.shape[1] < logits_to_keep:
-            raise ValueError("logits_to_keep is longer than the last segment")  # unreachable: keep <= segment
-        logits = self.lm_head(last[:, -logits_to_keep:]).float()
-        use_cache = use_cache if use_cache is not None else self.config.use_cache
-        output = RinganCausalLMOutput(logits=logits, cache=cache if use_cache else None)
-        return output if return_dict is not False else output.to_tuple()
+        use_cache = inputs["use_cache"] if inputs["use_cache"] is not None else self.config.use_cache
+        cache = (
+            inputs["cache"]
+            if inputs["cache"] is not None
+            else RinganCache(len(self.model.layers), batch, source.device)
+        )
+        mask = inputs["attention_mask"]
+        if mask is not None and mask.dim() == 2:
+            mask = mask[:, -seq_len:]
+        tail = seq_len - logits_to_keep
+        bounds = [
+            (start, min(start + self.config.prefill_segment_size, tail))
+            for start in range(0, tail, self.config.prefill_segment_size)
+        ]
+        bounds.append((tail, seq_len))
+        for start, stop in bounds:
+            part = slice(start, stop)
+            piece = dict(inputs, cache=cache, use_cache=True)
+            for key in ("input_ids", "inputs_embeds"):
+                piece[key] = inputs[key][:, part] if inputs[key] is not None else None
+            piece["attention_mask"] = mask[:, part] if mask is not None else None
+            for key in ("topic_ids", "context_ids"):  # per-token ids follow their tokens
+                ids = inputs[key]
+                piece[key] = ids[:, part] if ids is not None and ids.dim() == 2 else ids
+            outputs = self.model(**piece, return_dict=True, **model_kwargs)
+        logits = self.lm_head(outputs.last_hidden_state).float()
+        return RinganCausalLMOutput(logits=logits, cache=cache if use_cache else None)
 
     def prepare_inputs_for_generation(
         self,
@@ -430,8 +608,6 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
         cache: RinganCache | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        topic_ids: torch.LongTensor | None = None,
-        context_ids: torch.LongTensor | None = None,
         use_cache: bool | None = True,
         logits_to_keep: int | None = None,
         is_first_iteration: bool | None = False,
@@ -448,15 +624,19 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
             seq_len = input_ids.shape[1]
         if attention_mask is not None and not bool(attention_mask[:, -seq_len:].all()):
             model_inputs["attention_mask"] = attention_mask[:, -seq_len:]
-        # per-token ids follow the tokens: keep the columns of the tokens fed now
-        model_inputs["topic_ids"] = (
-            topic_ids[:, -seq_len:] if topic_ids is not None and topic_ids.dim() == 2 else topic_ids
-        )
-        model_inputs["context_ids"] = (
-            context_ids[:, -seq_len:] if context_ids is not None and context_ids.dim() == 2 else context_ids
-        )
+        for key in CONDITIONING_INPUTS:
+            value = kwargs.pop(key, None)
+            if value is None:
+                continue
+            if key in ("topic_ids", "context_ids") and value.dim() == 2:
+                value = value[:, -seq_len:]  # per-token ids follow the tokens fed now
+            elif cache is not None and cache.condition is not None and not is_first_iteration:
+                continue  # the cache already holds this conversation's vector
+            model_inputs[key] = value
         if logits_to_keep is not None:
             model_inputs["logits_to_keep"] = logits_to_keep
+        # everything else generate() hands over (output_hidden_states, return_dict, ...) goes on to forward
+        model_inputs.update({k: v for k, v in kwargs.items() if k not in model_inputs})
         return model_inputs
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
