@@ -1,20 +1,25 @@
-"""Experiment 2: do the topic and context embeddings help, and what does conditioning dropout do?
+"""Does topic/context conditioning help on contexts the model has never seen? (issue: conditioning)
 
-    python experiments/conditioning.py
+Every arm fine-tunes the same pre-trained checkpoint (the mixer experiment's pre-training phase) on
+XPersona-train + corpus-train, one entry per sequence, FINETUNE_EPOCHS, and is scored on held-out entries whose
+Konteks (XPersona: every persona is distinct) or Topik (corpus: every entry has its own) never appears in training.
 
-Data where topics and contexts carry signal: every entry (XPersona 484 + shipped corpus 45) is split by
-turns. The first 70% of its turns are training data; the last 30% are evaluation, fed with the full prefix
-(topic header, Konteks and the first turns) with the loss counted only on the suffix tokens. So every
-evaluation entry's topic and context ids are known (ids: 46 topics, 525 contexts; num_contexts = 600).
+Arms:
+- `none`: no conditioning vector (the Konteks is in the token stream, as in the data format);
+- `ids`: the founding document's id tables (an unseen Konteks is id 0);
+- `text`: vectors from the Topik/Konteks text, the Konteks also in the stream;
+- `text-only`: vectors from the text, the Konteks NOT in the stream (a long Konteks costs no tokens);
+- `none-only`: no vector and no Konteks in the stream (what the model knows without the Konteks).
 
-Every run starts from the prose-only checkpoint of the best Ringan variant of experiment 1
-(`/tmp/ringan-exp/exp1/<variant>/prose`, ids never used there) and fine-tunes with the same budget, one entry
-prefix per sequence with per-sequence ids `[B]` (the CLI's default, unpacked layout):
-  - zero:    ids forced to 0 ("unknown") in training and evaluation            (seeds 0, 1, 2)
-  - ids:     real ids, conditioning_dropout 0.0                                 (seeds 0, 1, 2)
-  - ids-cd:  real ids, conditioning_dropout 0.1 (the config default)            (seeds 0, 1)
-Each is evaluated with the real ids and with ids=None (seed 0 also with the context ids shuffled across
-entries), on the suffixes of all 45 corpus entries and of every 2nd XPersona entry (242).
+Measures (bits per byte on the speaker turns only, not on the header or the Konteks):
+- `heldout`: XPersona / corpus held-out entries, conditioning on vs off (the same model) vs the `none` arm;
+- `distance`: the held-out entry's turns placed 0 / 1k / 4k / 16k tokens after its header, the gap filled with
+  turns of other entries;
+- `control`: for the same opening, a reply generated under its own Konteks and under another one: how often the
+  reply shares more content words with its own Konteks (chance 50%).
+
+    python experiments/conditioning.py --checkpoint PATH [--seeds 0 1 2] [--arms ...]
+    python experiments/conditioning.py --report
 """
 
 from __future__ import annotations
@@ -22,372 +27,242 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
-import statistics
+import re
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common as C  # noqa: E402
-from jobs import run_jobs  # noqa: E402
+import protocol as P  # noqa: E402
 
-ARMS = {"zero": None, "ids": 0.0, "ids-cd": 0.1}  # arm -> conditioning_dropout (None: ids forced to 0)
-SEEDS = {"zero": [0, 1, 2], "ids": [0, 1, 2], "ids-cd": [0, 1]}  # the 60-minute budget: 8 runs
-XPERSONA_EVAL_EVERY = 2  # evaluate on every 2nd XPersona entry (242 of 484) to bound evaluation time
-PREFIX_FRACTION = 0.7
-BATCH = 8  # entry prefixes per step
-EPOCHS = 1.25
-NUM_TOPICS, NUM_CONTEXTS = 50, 600
-OUT = C.RESULTS / "conditioning.json"
-
-
-def split_turns(entry):
-    from ringan.data import Entry
-
-    n = len(entry.turns)
-    k = min(max(1, round(PREFIX_FRACTION * n)), n - 1) if n > 1 else n
-    return Entry(entry.topic, entry.context, entry.turns[:k]), k < n
-
-
-def build_sets(tok):
-    """Training prefixes (no </s>: the dialogue goes on) and evaluation suffixes (loss on the suffix only)."""
-    from ringan.data import LabelVocab, load_default_corpus, read_dialogues, render_entry
-
-    groups = {"xpersona": read_dialogues(C.DATA / "xpersona-id-valid.txt"), "corpus": load_default_corpus()}
-    everything = groups["xpersona"] + groups["corpus"]
-    topics = LabelVocab.build([e.topic for e in everything], NUM_TOPICS, "topics")
-    contexts = LabelVocab.build([e.context for e in everything], NUM_CONTEXTS, "contexts")
-    train, evals = [], {}
-    for group, entries in groups.items():
-        evals[group] = []
-        for index, e in enumerate(entries):
-            prefix, has_suffix = split_turns(e)
-            tid, cid = topics.id(e.topic), contexts.id(e.context)
-            ids = tok(render_entry(prefix))["input_ids"]
-            train.append({"input_ids": ids, "topic_id": tid, "context_id": cid})
-            if not has_suffix:
-                continue
-            text, boundary = render_entry(e), len(render_entry(prefix))
-            enc = tok(text, return_offsets_mapping=True)
-            full = enc["input_ids"] + [tok.eos_token_id]
-            offsets = enc["offset_mapping"] + [(len(text), len(text))]
-            # target i is predicted from position i-1; special <s> (offset (0,0)) is never a target
-            target = [i > 0 and offsets[i][0] >= boundary for i in range(len(full))]
-            assert len(full) <= C.SEQ_LEN, "an entry is longer than one sequence"
-            if group == "xpersona" and index % XPERSONA_EVAL_EVERY:
-                continue
-            evals[group].append(
-                {
-                    "input_ids": full,
-                    "target": target,
-                    "topic_id": tid,
-                    "context_id": cid,
-                    "n_bytes": len(text[boundary:].encode("utf-8")),
-                }
-            )
-    return train, evals, topics, contexts
+OUT = P.RESULTS / "conditioning"
+FINETUNE_EPOCHS = 2
+LEARNING_RATE = 3e-3
+DISTANCES = [0, 1024, 4096, 16384]
+ARMS = {
+    "none": {"conditioning": "none", "context_in_stream": True},
+    "ids": {"conditioning": "ids", "context_in_stream": True},
+    "text": {"conditioning": "text", "context_in_stream": True},
+    "text-only": {"conditioning": "text", "context_in_stream": False},
+    "none-only": {"conditioning": "none", "context_in_stream": False},
+}
+STOPWORDS = set(
+    """saya anda aku kamu yang dan itu ini untuk dengan tidak ada apa juga sudah akan bisa suka sangat
+    dari dalam pada karena jadi atau tapi tetapi kalau sama saja lagi banyak punya adalah seperti kami kita mereka
+    hanya masih belum boleh harus mau ingin pernah sedang biasanya benar bagus baik terima kasih halo hai oh ya
+    bagaimana kenapa mengapa kapan dimana siapa berapa sekali semua setiap lebih kurang sekarang nanti tahu""".split()
+)
 
 
-def batches_for_epoch(train, epoch: int, seed: int) -> list[list[dict]]:
-    """Seeded shuffle, then length-sorted groups of 64 cut into batches (less padding), batches shuffled."""
-    rng = random.Random(seed * 1000 + epoch)
-    order = list(range(len(train)))
-    rng.shuffle(order)
-    batches = []
-    for start in range(0, len(order), 64):
-        group = sorted(order[start : start + 64], key=lambda i: len(train[i]["input_ids"]))
-        batches += [[train[i] for i in group[j : j + BATCH]] for j in range(0, len(group), BATCH)]
-    rng.shuffle(batches)
-    return batches
+# ------------------------------------------------------------------------------------------------ data
 
 
-def load_start(variant: str, seed: int, conditioning_dropout: float):
-    """The prose checkpoint with a context table of NUM_CONTEXTS rows (row 0 copied, the rest new)."""
+def render(entry, context_in_stream: bool) -> tuple[str, int]:
+    """The entry's training text and the character offset where its turns begin."""
+    from ringan.data import render_entry
+
+    text = render_entry(entry)
+    if not context_in_stream:
+        text = text.replace(f"Konteks: {entry.context}\n\n", "", 1)
+    start = text.index(f"{entry.turns[0].speaker}: ", text.index("====", 4) + 4)
+    return text, start
+
+
+def entry_example(entry, tok, arm: dict, topics, contexts) -> dict:
+    from ringan.training import conditioning_tokens
+
+    text, _ = render(entry, arm["context_in_stream"])
+    ids = tok(text)["input_ids"][: P.SEQ_LEN - 1] + [tok.eos_token_id]
+    topic_tokens, context_tokens = conditioning_tokens(tok, entry.topic, entry.context)
+    return {
+        "input_ids": ids,
+        "topic_id": topics.id(entry.topic),
+        "context_id": contexts.id(entry.context),
+        "topic_input_ids": topic_tokens,
+        "context_input_ids": context_tokens,
+    }
+
+
+def conditioning_kwargs(model, tok, entry, on: bool, topics=None, contexts=None) -> dict:
+    """The forward/generate conditioning inputs for one entry (batch 1), or none."""
     import torch
 
-    from ringan import RinganForCausalLM
+    from ringan.training import conditioning_tokens
 
-    folder = C.WORK / "exp1" / variant / "prose"
-    if not (folder / "config.json").exists():
-        raise SystemExit(f"{folder} is missing: run `python experiments/attention_choice.py --stage main` first")
-    base = C.load_model(folder)
-    config = base.config
-    config.num_topics, config.num_contexts = NUM_TOPICS, NUM_CONTEXTS
-    config.conditioning_dropout = conditioning_dropout
-    config.dropout = 0.0
-    C.set_seed(seed)
-    model = RinganForCausalLM(config)
-    state = base.state_dict()
-    old_contexts = state.pop("model.embed_contexts.weight")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert set(missing) == {"model.embed_contexts.weight"} and not unexpected, (missing, unexpected)
+    mode = model.config.conditioning
+    if not on or mode == "none":
+        return {}
+    if mode == "ids":
+        return {
+            "topic_ids": torch.tensor([topics.id(entry.topic)]),
+            "context_ids": torch.tensor([contexts.id(entry.context)]),
+        }
+    topic_tokens, context_tokens = conditioning_tokens(tok, entry.topic, entry.context)
+    return {"topic_input_ids": torch.tensor([topic_tokens]), "context_input_ids": torch.tensor([context_tokens])}
+
+
+def turns_nll(model, tok, text: str, turns_start: int, kwargs: dict) -> tuple[float, int]:
+    """Summed NLL (nats) of the tokens that lie in `text[turns_start:]`, and that span's UTF-8 bytes."""
+    import torch
+
+    enc = tok(text, return_offsets_mapping=True)
+    ids = enc["input_ids"]
+    scored = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if i > 0 and a >= turns_start and b > 0]
+    first = scored[0]
     with torch.no_grad():
-        model.model.embed_contexts.weight[0] = old_contexts[0]
-    return model
+        window = torch.tensor([ids])
+        # logits only from the position that predicts the first scored token on (a 16k-token window stays small)
+        logits = model(window, use_cache=False, logits_to_keep=len(ids) - first + 1, **kwargs).logits[0, :-1].float()
+        losses = torch.nn.functional.cross_entropy(logits, window[0, first:], reduction="none")
+    wanted = set(scored)
+    keep = torch.tensor([i in wanted for i in range(first, len(ids))])
+    return float(losses[keep].sum()), len(text[turns_start:].encode("utf-8"))
 
 
-def train_run(model, train, steps: int, lr: float, seed: int, use_ids: bool) -> dict:
-    import torch
-
-    C.set_seed(seed)
-    model.train()
-    opt = C.make_optimizer(model, lr)
-    warmup = max(1, int(0.05 * steps))
-    epoch, batches, cursor, tokens, start, history = 0, batches_for_epoch(train, 0, seed), 0, 0, time.time(), []
-    for step in range(steps):
-        if cursor >= len(batches):
-            epoch, cursor = epoch + 1, 0
-            batches = batches_for_epoch(train, epoch, seed)
-        batch = C.collate(batches[cursor], with_ids=True)
-        cursor += 1
-        if not use_ids:
-            batch["topic_ids"] = torch.zeros_like(batch["topic_ids"])
-            batch["context_ids"] = torch.zeros_like(batch["context_ids"])
-        for group in opt.param_groups:
-            group["lr"] = C.lr_at(step, steps, lr, warmup)
-        loss = model(**batch, use_cache=False).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        tokens += int(batch["attention_mask"].sum())
-        history.append(loss.item())
-        if step % 20 == 0 or step == steps - 1:
-            C.log(f"step {step + 1}/{steps} loss {loss.item():.4f} {tokens / (time.time() - start):.0f} tok/s")
-    model.eval()
-    return {"tokens": tokens, "seconds": time.time() - start, "history": history}
+# ---------------------------------------------------------------------------------------------- worker
 
 
-def suffix_loss(model, examples, mode: str, batch_size: int = 8) -> dict:
-    """mode: "ids" (real ids), "none" (ids=None), "zero" (ids 0), "shuffled" (context ids permuted)."""
-    import torch
-
-    contexts = [e["context_id"] for e in examples]
-    if mode == "shuffled":
-        perm = list(range(len(examples)))
-        random.Random(123).shuffle(perm)
-        contexts = [contexts[p] for p in perm]
-    nll, count, n_bytes = 0.0, 0, 0
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
-    with torch.no_grad():
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            width = max(len(examples[i]["input_ids"]) for i in idx)
-            ids = torch.zeros(len(idx), width, dtype=torch.long)
-            mask = torch.zeros(len(idx), width, dtype=torch.long)
-            target = torch.zeros(len(idx), width, dtype=torch.bool)
-            for r, i in enumerate(idx):
-                n = len(examples[i]["input_ids"])
-                ids[r, :n] = torch.tensor(examples[i]["input_ids"])
-                mask[r, :n] = 1
-                target[r, :n] = torch.tensor(examples[i]["target"])
-            kwargs = {}
-            if mode != "none":
-                t = [examples[i]["topic_id"] for i in idx]
-                c = [contexts[i] for i in idx]
-                if mode == "zero":
-                    t, c = [0] * len(idx), [0] * len(idx)
-                kwargs = {"topic_ids": torch.tensor(t), "context_ids": torch.tensor(c)}
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs).logits[:, :-1].float()
-            token_nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-            sel = target[:, 1:]
-            nll += float(token_nll[sel].sum())
-            count += int(sel.sum())
-            n_bytes += sum(examples[i]["n_bytes"] for i in idx)
-    return {"loss": nll / count, "bits_per_byte": nll / math.log(2) / n_bytes, "tokens": count}
+def content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-zA-Z]+", text.lower()) if len(w) >= 4 and w not in STOPWORDS}
 
 
 def worker(job: dict) -> None:
-    C.setup(job["seed"])
-    data = C.load_data()
-    tok = C.get_tokenizer(data)
-    train, evals, _, _ = build_sets(tok)
-    cd = ARMS[job["arm"]]
-    model = load_start(job["variant"], job["seed"], cd if cd is not None else 0.0)
-    steps = math.ceil(EPOCHS * len(train) / BATCH)
-    run = train_run(model, train, steps, job["lr"], job["seed"], use_ids=cd is not None)
-    result = {"arm": job["arm"], "seed": job["seed"], "steps": steps, "run": run, "eval": {}}
-    modes = ["zero"] if cd is None else ["ids", "none"] + (["shuffled"] if job["seed"] == 0 else [])
-    for group, examples in evals.items():
-        result["eval"][group] = {mode: suffix_loss(model, examples, mode) for mode in modes}
-        if cd is None:
-            result["eval"][group]["none"] = result["eval"][group]["zero"]  # identical inputs when ids are 0
-    C.log(job["name"], json.dumps(result["eval"]))
-    C.write_json(Path(job["out"]), result)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import ringan  # noqa: F401
+    from ringan import RinganConfig, RinganForCausalLM
+    from ringan.data import Entry, LabelVocab
+
+    torch.set_num_threads(int(os.environ.get("RINGAN_THREADS", "1")))
+    arm = ARMS[job["arm"]]
+    splits = P.load_splits()
+    tok = P.get_tokenizer(splits)
+    pretrained = AutoModelForCausalLM.from_pretrained(job["checkpoint"])
+    overrides = dict(conditioning=arm["conditioning"], dropout=0.0, conditioning_dropout=job.get("cd", 0.1))
+    if arm["conditioning"] == "ids":
+        overrides.update(num_topics=64, num_contexts=600)
+    config = RinganConfig(**{**pretrained.config.to_dict(), **overrides})
+    torch.manual_seed(job["seed"])
+    model = RinganForCausalLM(config)
+    missing, unexpected = model.load_state_dict(pretrained.state_dict(), strict=False)
+    assert all("conditioning" in k for k in missing + unexpected), (missing, unexpected)
+    train_entries = splits.dialogue_train
+    topics = LabelVocab.build([e.topic for e in train_entries], 64, "topics", "unknown")
+    contexts = LabelVocab.build([e.context for e in train_entries], 600, "contexts", "unknown")
+    examples = [entry_example(e, tok, arm, topics, contexts) for e in train_entries]
+    random.Random(job["seed"]).shuffle(examples)
+    steps = job.get("max_steps") or math.ceil(FINETUNE_EPOCHS * len(examples) / P.BATCH_SIZE)
+    work = P.WORK / "conditioning" / job["name"]
+    P.log(f"{job['name']}: {steps} steps, {sum(p.numel() for p in model.parameters()):,} parameters")
+    history = P.train_phase(model, examples, work, steps, LEARNING_RATE, job["seed"], with_conditioning=True)
+    model.eval()
+    result = {"job": job, "steps": steps, "train": history, "heldout": {}, "distance": {}, "control": {}}
+
+    # held-out speaker turns, conditioning on and off
+    for name, entries in (("xpersona", splits.xp_val), ("corpus", splits.corpus_val)):
+        for on in (True, False):
+            nll = n_bytes = 0.0
+            for entry in entries:
+                text, start = render(entry, arm["context_in_stream"])
+                a, b = turns_nll(model, tok, text, start, conditioning_kwargs(model, tok, entry, on, topics, contexts))
+                nll, n_bytes = nll + a, n_bytes + b
+            result["heldout"][f"{name}_{'on' if on else 'off'}"] = nll / math.log(2) / n_bytes
+    P.log(f"{job['name']}: " + ", ".join(f"{k} {v:.4f}" for k, v in result["heldout"].items()))
+
+    # distance: the entry's turns placed far from its header, the gap filled with other entries' turns
+    entries = splits.xp_val[: job.get("distance_entries", 12)]
+    fillers = [t for e in splits.xp_val[12:] for t in e.turns]
+    for distance in DISTANCES:
+        for on in (True, False):
+            nll = n_bytes = 0.0
+            for i, entry in enumerate(entries):
+                text, start = render(entry, arm["context_in_stream"])
+                header, own = text[:start], text[start:]
+                gap, k = "", i * 7
+                while len(tok(gap, add_special_tokens=False)["input_ids"]) < distance:
+                    turn = fillers[k % len(fillers)]
+                    gap += f"{turn.speaker}: {turn.text}\n\n"
+                    k += 1
+                full = header + gap + own
+                a, b = turns_nll(
+                    model,
+                    tok,
+                    full,
+                    len(header) + len(gap),
+                    conditioning_kwargs(model, tok, entry, on, topics, contexts),
+                )
+                nll, n_bytes = nll + a, n_bytes + b
+            result["distance"][f"{distance}_{'on' if on else 'off'}"] = nll / math.log(2) / n_bytes
+    P.log(f"{job['name']}: distance " + ", ".join(f"{k} {v:.4f}" for k, v in result["distance"].items()))
+
+    # control: the same opening under its own Konteks and under another one
+    follows, trials, samples = 0.0, 0, []
+    pool = splits.xp_val[: job.get("control_entries", len(splits.xp_val))]
+    for i, entry in enumerate(pool):
+        other = pool[(i + 1) % len(pool)]
+        for konteks_entry, rival in ((entry, other), (other, entry)):
+            shown = Entry(entry.topic, konteks_entry.context, entry.turns[:1])
+            text, _ = render(shown, arm["context_in_stream"])
+            prompt = text + f"{entry.turns[1].speaker}:"
+            ids = tok(prompt, return_tensors="pt")
+            with torch.no_grad():
+                out = model.generate(
+                    **ids,
+                    **conditioning_kwargs(model, tok, shown, True, topics, contexts),
+                    max_new_tokens=40,
+                    do_sample=False,
+                    repetition_penalty=1.1,
+                    eos_token_id=[tok.eos_token_id] + tok.convert_tokens_to_ids(["Ċ", "ĊĊ"]),
+                    pad_token_id=tok.pad_token_id,
+                )
+            reply = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).split("\n")[0].strip()
+            own_overlap = len(content_words(reply) & content_words(konteks_entry.context))
+            rival_overlap = len(content_words(reply) & content_words(rival.context))
+            follows += 1.0 if own_overlap > rival_overlap else 0.5 if own_overlap == rival_overlap else 0.0
+            trials += 1
+            if len(samples) < 6:
+                samples.append({"konteks": konteks_entry.context, "opening": entry.turns[0].text, "reply": reply})
+    result["control"] = {"follows_own": follows / trials, "trials": trials, "samples": samples}
+    P.log(f"{job['name']}: control {follows / trials:.3f} over {trials} replies")
+    P.write_json(OUT / f"{job['name']}.json", result)
 
 
-def summarize(results: list[dict]) -> tuple[str, dict]:
-    def stats(values):
-        return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), min(values), max(values)
-
-    summary, rows = {}, []
-    rows.append(
-        "| arm | eval ids | seeds | XPersona suffix loss (mean ± sd, [min, max]) | corpus suffix loss (mean ± sd, [min, max]) | XPersona bpb | corpus bpb |"
-    )
-    rows.append("| --- | --- | --- | --- | --- | --- | --- |")
-    for arm in ARMS:
-        modes = ["zero"] if arm == "zero" else ["ids", "none", "shuffled"]
-        for mode in modes:
-            runs = [r for r in results if r["arm"] == arm and mode in r["eval"]["corpus"]]
-            cells, bpb = [], []
-            for group in ("xpersona", "corpus"):
-                m, sd, lo, hi = stats([r["eval"][group][mode]["loss"] for r in runs])
-                summary[f"{arm}/{mode}/{group}"] = {"mean": m, "sd": sd, "min": lo, "max": hi, "n": len(runs)}
-                cells.append(f"{m:.4f} ± {sd:.4f} [{lo:.4f}, {hi:.4f}]")
-                bpb.append(statistics.mean(r["eval"][group][mode]["bits_per_byte"] for r in runs))
-            label = {"ids": "real ids", "none": "None", "shuffled": "contexts shuffled", "zero": "0 (None)"}[mode]
-            rows.append(f"| {arm} | {label} | {len(runs)} | {cells[0]} | {cells[1]} | {bpb[0]:.4f} | {bpb[1]:.4f} |")
-    return "\n".join(rows), summary
-
-
-def paired_deltas(results: list[dict]) -> str:
-    """Per seed: loss(arm, mode) - loss(zero) on the same seed (the same init and data order)."""
-    rows = [
-        "| comparison (per seed, same init and data order) | XPersona Δloss per seed | corpus Δloss per seed |",
-        "| --- | --- | --- |",
-    ]
-    zero = {r["seed"]: r for r in results if r["arm"] == "zero"}
-    for arm, mode in [
-        ("ids", "ids"),
-        ("ids-cd", "ids"),
-        ("ids", "none"),
-        ("ids-cd", "none"),
-        ("ids", "shuffled"),
-        ("ids-cd", "shuffled"),
-    ]:
-        cells = []
-        for group in ("xpersona", "corpus"):
-            d = [
-                r["eval"][group][mode]["loss"] - zero[r["seed"]]["eval"][group]["zero"]["loss"]
-                for r in results
-                if r["arm"] == arm and r["seed"] in zero and mode in r["eval"][group]
-            ]
-            cells.append(", ".join(f"{x:+.4f}" for x in d))
-        rows.append(f"| {arm} evaluated with {mode} − zero | {cells[0]} | {cells[1]} |")
-    return "\n".join(rows)
-
-
-def plot(results: list[dict], summary: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    labels = ["zero\n(ids 0)", "ids\nreal ids", "ids\nNone", "ids-cd 0.1\nreal ids", "ids-cd 0.1\nNone"]
-    keys = ["zero/zero", "ids/ids", "ids/none", "ids-cd/ids", "ids-cd/none"]
-    for ax, group in zip(axes, ("xpersona", "corpus")):
-        for x, key in enumerate(keys):
-            arm, mode = key.split("/")
-            values = [r["eval"][group][mode]["loss"] for r in results if r["arm"] == arm]
-            ax.scatter([x] * len(values), values, color="C0", alpha=0.6)
-            ax.errorbar(
-                [x],
-                [summary[f"{key}/{group}"]["mean"]],
-                yerr=[summary[f"{key}/{group}"]["sd"]],
-                fmt="_",
-                color="k",
-                capsize=6,
-                markersize=20,
-            )
-        ax.set_xticks(range(len(keys)), labels, fontsize=8)
-        ax.set_title(f"{group}: suffix loss (last 30% of turns)")
-        ax.set_ylabel("loss (nats/token)")
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(C.RESULTS / "conditioning.png", dpi=110)
+# ------------------------------------------------------------------------------------------------ main
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--worker")
-    parser.add_argument("--variant", help="Ringan attention type to start from (default: best of experiment 1)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="the pre-trained checkpoint every arm fine-tunes")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--cd", type=float, default=0.1, help="conditioning dropout")
+    parser.add_argument("--tag", default="", help="suffix of the run names")
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
-    C.require_data()
     if args.worker:
         worker(json.loads(args.worker))
         return
-    start = time.time()
-    exp1 = (
-        json.loads((C.RESULTS / "attention_choice.json").read_text())
-        if (C.RESULTS / "attention_choice.json").exists()
-        else None
-    )
-    variant = args.variant
-    if variant is None:
-        if exp1 is None:
-            raise SystemExit(
-                "no experiments/results/attention_choice.json: run attention_choice.py first or pass --variant"
-            )
-        scores = {
-            m: (r["final"]["xpersona"]["bits_per_byte"] + r["final"]["corpus"]["bits_per_byte"]) / 2
-            for m, r in exp1["results"].items()
-            if m != "llama"
-        }
-        variant = min(scores, key=scores.get)
-    lr = exp1["settings"]["lr"]["ringan"] if exp1 else 4e-3
-    C.log(f"starting from the prose checkpoint of {variant}, lr {lr}")
-    C.setup(0)
-    data = C.load_data()
-    tok = C.get_tokenizer(data)
-    train, evals, topics, contexts = build_sets(tok)
-    C.log(
-        f"{len(train)} training prefixes ({sum(len(t['input_ids']) for t in train)} tokens), eval suffix entries "
-        f"{ {g: len(v) for g, v in evals.items()} }, topics {len(topics)}, contexts {len(contexts)}"
-    )
-    tmp = C.WORK / "exp2"
-    jobs = [
-        {
-            "name": f"exp2-{arm}-s{seed}",
-            "arm": arm,
-            "seed": seed,
-            "variant": variant,
-            "lr": lr,
-            "out": str(tmp / f"{arm}-s{seed}.json"),
-        }
-        for seed in range(3)
-        for arm in ARMS
-        if seed in SEEDS[arm]
-    ]
-    run_jobs(__file__, jobs, C.WORK / "logs", args.parallel)
-    results = [json.loads(Path(j["out"]).read_text()) for j in jobs]
-    table, summary = summarize(results)
-    deltas = paired_deltas(results)
-    plot(results, summary)
-    print(table + "\n\n" + deltas)
-    for r in results:
-        r["run"]["history"] = r["run"]["history"][::10]
-    C.write_json(
-        OUT,
-        {
-            "variant": variant,
-            "lr": lr,
-            "results": results,
-            "summary": summary,
-            "table": table,
-            "deltas": deltas,
-            "wall_seconds": time.time() - start,
-            "data": {
-                "train_prefixes": len(train),
-                "train_tokens": sum(len(t["input_ids"]) for t in train),
-                "eval_entries": {g: len(v) for g, v in evals.items()},
-                "eval_tokens": {g: sum(sum(e["target"]) for e in v) for g, v in evals.items()},
-                "topics": len(topics),
-                "contexts": len(contexts),
-            },
-            "settings": {
-                "batch": BATCH,
-                "epochs": EPOCHS,
-                "prefix_fraction": PREFIX_FRACTION,
-                "seeds": SEEDS,
-                "xpersona_eval_every": XPERSONA_EVAL_EVERY,
-            },
-        },
-    )
-    C.log(f"done in {time.time() - start:.0f}s")
+    P.require_data()
+    if args.checkpoint:
+        from jobs import run_jobs
+
+        jobs = [
+            {"name": f"{arm}{args.tag}_s{seed}", "arm": arm, "seed": seed, "checkpoint": args.checkpoint, "cd": args.cd}
+            for seed in args.seeds
+            for arm in args.arms
+        ]
+        todo = [j for j in jobs if not (OUT / f"{j['name']}.json").exists()]
+        P.log(f"{len(todo)} of {len(jobs)} runs to do")
+        run_jobs(__file__, todo, P.WORK / "logs" / "conditioning", parallel=args.parallel)
+    if args.report:
+        from conditioning_report import report
+
+        report(OUT)
 
 
 if __name__ == "__main__":

@@ -186,3 +186,21 @@ def test_text_conditioned_checkpoint_runs_in_a_fresh_process(tmp_path):
     )
     torch.testing.assert_close(torch.tensor(payload["logits"]), torch.tensor(expected))
     assert payload["generated"] == expected_gen
+
+
+def test_per_token_ids_embed_each_token_with_its_own_row():
+    """Packed sequences: every token's input is token_emb + topic_emb[its topic] + context_emb[its context]."""
+    model = tiny_model(conditioning="ids")
+    ids = torch.randint(4, 99, (2, 10))
+    topics = torch.tensor([[1] * 4 + [3] * 6, [2] * 7 + [4] * 3])
+    contexts = torch.tensor([[5] * 4 + [6] * 6, [1] * 7 + [2] * 3])
+    seen = {}
+    hook = model.model.layers[0].register_forward_pre_hook(lambda module, args: seen.setdefault("input", args[0]))
+    with torch.no_grad():
+        model(ids, topic_ids=topics, context_ids=contexts, use_cache=False)
+    hook.remove()
+    cond = model.model.conditioning
+    expected = (
+        model.model.embed_tokens.weight[ids] + cond.embed_topics.weight[topics] + cond.embed_contexts.weight[contexts]
+    )
+    torch.testing.assert_close(seen["input"], expected)

@@ -479,6 +479,15 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # the model builds its own RinganCache
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`; a checkpoint that ships its code also maps `AutoModel` to the base
+        model, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works as well."""
+        if getattr(self, "_auto_class", None):
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.setdefault("AutoModel", f"{RinganModel.__module__.split('.')[-1]}.RinganModel")
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def get_input_embeddings(self) -> nn.Module:
         return self.model.embed_tokens
 
