@@ -16,8 +16,8 @@ SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]  # ids 0, 1, 2, 3: stable across every tra
 DEFAULT_ASSISTANT = "Asisten"
 DEFAULT_USER = "Pengguna"
 
-# The same text layout as `data.render_entry`: a topic header, the Konteks (system message), then
-# "Name: text" turns each followed by a blank line. The generation prompt ends in "<Speaker>:".
+# `data.render_dialogue`'s layout, for plain transformers users: a topic header, the Konteks (system message),
+# then "Name: text" turns each followed by a blank line. The generation prompt ends in "<Speaker>:".
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% if topic is defined and topic %}==== Topik: {{ topic }} ====\n\n{% endif %}"
