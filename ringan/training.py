@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
 
-from .data import Entry, LabelVocab, render_entry
+from .data import UNKNOWN, Entry, LabelVocab, render_dialogue, render_entry
 
 CHECKPOINT_PREFIX = "checkpoint-"
 
@@ -24,10 +24,14 @@ CHECKPOINT_PREFIX = "checkpoint-"
 # ------------------------------------------------------------------------------------------ sequences
 
 
+def window_starts(length: int, max_length: int) -> range:
+    """Where the windows of a `length`-token sequence start: windows of `max_length` overlap by one token, so
+    every token but the first is predicted exactly once."""
+    return range(0, max(length - 1, 1), max_length - 1)
+
+
 def _windows(ids: list[int], max_length: int) -> list[list[int]]:
-    """Windows overlapping by one token, so every token but the first is predicted exactly once."""
-    stride = max_length - 1
-    return [ids[start : start + max_length] for start in range(0, max(len(ids) - 1, 1), stride)]
+    return [ids[start : start + max_length] for start in window_starts(len(ids), max_length)]
 
 
 def entry_to_examples(
@@ -189,12 +193,61 @@ def evaluate_examples(model, examples: Sequence[dict], batch_size: int = 8, pad_
         total_tokens += int((targets != -100).sum())
         total_bytes += sum(e["n_bytes"] for e in chunk)
     model.train(was_training)
-    loss = total_nll / max(total_tokens, 1)
+    return nll_metrics(total_nll, total_tokens, total_bytes)
+
+
+def nll_metrics(nll: float, tokens: int, n_bytes: float) -> dict[str, float]:
+    """Loss, perplexity and bits per byte from `nll` nats summed over `tokens` predicted tokens of `n_bytes`."""
+    loss = nll / max(tokens, 1)
     return {
         "loss": loss,
         "perplexity": math.exp(min(loss, 50.0)),
-        "bits_per_byte": total_nll / math.log(2) / max(total_bytes, 1e-9),
-        "tokens": total_tokens,
+        "bits_per_byte": nll / math.log(2) / max(n_bytes, 1e-9),
+        "tokens": tokens,
+    }
+
+
+def model_vocabularies(config) -> tuple[LabelVocab, LabelVocab]:
+    """The topic and Konteks ids a saved model was trained with (`config.topic_names`, `config.context_names`)."""
+    return LabelVocab(config.topic_names or [UNKNOWN]), LabelVocab(config.context_names or [UNKNOWN])
+
+
+@torch.no_grad()
+def evaluate_by_speaker(model, tokenizer, entries: Sequence[Entry], max_length: int = 1024) -> dict[str, dict]:
+    """Token-level loss on each entry, attributed to the speaker whose turn holds the token (the Topik and
+    Konteks lines are `"(Topik/Konteks)"`): `{speaker: {"tokens", "loss", "perplexity", "bits_per_byte"}}`,
+    the most tokens first. The windows are `entry_to_examples`', so the token counts add up to its."""
+    topics, contexts = model_vocabularies(model.config)
+    nll: dict[str, float] = {}
+    tokens: dict[str, int] = {}
+    n_bytes: dict[str, int] = {}
+    for entry in entries:
+        text = render_entry(entry)
+        encoded = tokenizer(text, return_offsets_mapping=True)
+        ids = encoded["input_ids"] + [tokenizer.eos_token_id]
+        starts = [start for start, _ in encoded["offset_mapping"]] + [len(text)]
+        # who owns each character: the header, then each turn's speaker
+        header = len(render_dialogue(entry.topic, entry.context))
+        spans = [("(Topik/Konteks)", 0, header)]
+        for turn in entry.turns:
+            begin = spans[-1][2]
+            spans.append((turn.speaker, begin, begin + len(render_dialogue(None, None, [turn]))))
+        owners = [next((s for s, a, b in spans if a <= start < b), spans[-1][0]) for start in starts]
+        for name, a, b in spans:
+            n_bytes[name] = n_bytes.get(name, 0) + len(text[a:b].encode("utf-8"))
+        topic = torch.tensor([topics.id(entry.topic)])
+        context = torch.tensor([contexts.id(entry.context)])
+        for begin in window_starts(len(ids), max_length):
+            window = torch.tensor([ids[begin : begin + max_length]])
+            logits = model(window, topic_ids=topic, context_ids=context, use_cache=False).logits[0, :-1]
+            losses = torch.nn.functional.cross_entropy(logits.float(), window[0, 1:], reduction="none")
+            for offset, value in enumerate(losses.tolist()):
+                owner = owners[begin + offset + 1]
+                nll[owner] = nll.get(owner, 0.0) + value
+                tokens[owner] = tokens.get(owner, 0) + 1
+    return {
+        name: {"tokens": tokens[name], **nll_metrics(nll[name], tokens[name], n_bytes.get(name, 1))}
+        for name in sorted(tokens, key=lambda n: -tokens[n])
     }
 
 
@@ -222,19 +275,6 @@ class CSVLoggerCallback(TrainerCallback):
             writer.writeheader()
             writer.writerows(existing + [row])
         os.replace(tmp, self.path)
-
-
-class KillAtStepCallback(TrainerCallback):
-    """Test hook: `RINGAN_TEST_KILL_AT_STEP=N` SIGKILLs the run right after step N (never set by users)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RinganTrainer(Trainer):
