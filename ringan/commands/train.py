@@ -107,15 +107,8 @@ def train(options: TrainOptions | None = None, /, *, callbacks: Sequence = (), *
     import datasets
     from transformers import set_seed
 
-    from ..training import (
-        CSVLoggerCallback,
-        DialogueCollator,
-        RinganTrainer,
-        entry_to_examples,
-        pack_examples,
-        text_to_examples,
-        training_arguments,
-    )
+    from ..trainer import CSVLoggerCallback, RinganTrainer
+    from ..training import DialogueCollator, entry_to_examples, pack_examples, text_to_examples, training_arguments
 
     o = TrainOptions.build(options, overrides)
     set_threads(o.threads)
