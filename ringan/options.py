@@ -103,7 +103,10 @@ def expected(kind: Kind, check: Check) -> str:
 
 
 def _show(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+    """A value as the message quotes it: text in quotes, booleans as YAML writes them."""
+    if isinstance(value, str):
+        return repr(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _scalar(kind: Kind, check: Check, value: Any) -> Any:
@@ -152,11 +155,13 @@ def convert(cls: type, name: str, value: Any, where: str | None = None) -> Any:
         if kind.optional:
             return None
         raise OptionError(where, expected(kind, check), "none")
-    items = [value] if kind.is_list and isinstance(value, str) else value
-    if kind.is_list and not isinstance(items, (list, tuple)):
-        raise OptionError(where, expected(kind, check), _show(value))
+    items = [value]
+    if kind.is_list:
+        items = [value] if isinstance(value, str) else value  # one path in a config file stands for a list of one
+        if not isinstance(items, (list, tuple)):
+            raise OptionError(where, expected(kind, check), _show(value))
     converted = []
-    for item in items if kind.is_list else [value]:
+    for item in items:
         try:
             item = _scalar(kind, check, item)
         except (ValueError, TypeError):
@@ -199,10 +204,12 @@ class Options:
 
 
 def flag(name: str) -> str:
+    """`max_length` -> `--max-length`."""
     return "--" + name.replace("_", "-")
 
 
 def description(cls: type) -> str:
+    """A verb's `--help` description: its options class's docstring."""
     return inspect.cleandoc(cls.__doc__ or "")
 
 
