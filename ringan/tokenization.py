@@ -1,5 +1,8 @@
-"""Train Ringan's byte-level BPE tokenizer and wrap it so `AutoTokenizer.from_pretrained` loads it with no
-custom code; its chat template renders a conversation in exactly the layout the model is trained on."""
+"""Ringan's tokenizer: byte-level BPE, its special tokens, and a chat template in the training layout.
+
+Trained here and wrapped so `AutoTokenizer.from_pretrained` loads it with no custom code; its chat template
+renders a conversation exactly as `data.render_dialogue` does.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The HF `Trainer` of `ringan train`: exact perplexity and bits per byte at every eval, the best weights kept on
-disk, tokens/s in the logs, checkpoints that are never half-written, and a CSV log of every line."""
+"""The HF `Trainer` subclass of `ringan train` and its CSV log.
+
+Exact perplexity and bits per byte at every eval, the best weights kept on disk, tokens/s in the logs,
+checkpoints that are never half-written, and a CSV log of every line.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""Model inputs from dialogue entries (windows, packing, a collator that carries topic/context ids), the
+"""What training and evaluation run on: model inputs, the TrainingArguments, exact metrics, checkpoint folders.
+
+Model inputs from dialogue entries (windows, packing, a collator that carries topic/context ids), the
 `TrainingArguments` of every run, exact perplexity and bits per byte (overall and per speaker), and checkpoint
-folders that are never half-written. The `Trainer` subclass that uses them is in `ringan.trainer`."""
+folders that are never half-written. The `Trainer` subclass that uses them is in `ringan.trainer`.
+"""
 
 from __future__ import annotations
 
