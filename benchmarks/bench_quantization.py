@@ -16,7 +16,6 @@ them). See benchmarks/README.md for what each column means.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -91,14 +90,13 @@ def log(msg: str) -> None:
 
 def load_examples(model, tok, data: str, max_length: int):
     """Held-out entries -> `entry_to_examples` windows with the model's own topic/context ids."""
-    from ringan.data import UNKNOWN, LabelVocab, read_dialogues
-    from ringan.training import entry_to_examples
+    from ringan.data import read_dialogues
+    from ringan.training import entry_to_examples, model_vocabularies
 
     entries = read_dialogues(data)
     if not entries:
         raise SystemExit(f"{data}: no dialogue entries")
-    topics = LabelVocab(model.config.topic_names or [UNKNOWN])
-    contexts = LabelVocab(model.config.context_names or [UNKNOWN])
+    topics, contexts = model_vocabularies(model.config)
     examples = [x for e in entries for x in entry_to_examples(e, tok, topics, contexts, max_length)]
     known = {
         "topics": sum(topics.id(e.topic) != 0 for e in entries),
@@ -158,6 +156,8 @@ def evaluate_onnx(runner, examples, reference):
     import numpy as np
     import torch
 
+    from ringan.training import nll_metrics
+
     total_nll, total_tokens, total_bytes = 0.0, 0, 0.0
     kl_total = 0.0
     for i, example in enumerate(examples):
@@ -178,13 +178,7 @@ def evaluate_onnx(runner, examples, reference):
         if reference is not None:
             ref = reference[i].double()
             kl_total += float((ref.exp() * (ref - lp)).sum())
-    loss = total_nll / max(total_tokens, 1)
-    result = {
-        "loss": loss,
-        "perplexity": math.exp(min(loss, 50.0)),
-        "bits_per_byte": total_nll / math.log(2) / max(total_bytes, 1e-9),
-        "tokens": total_tokens,
-    }
+    result = nll_metrics(total_nll, total_tokens, total_bytes)
     if reference is not None:
         result["kl"] = kl_total / max(total_tokens, 1)
     return result
@@ -319,7 +313,7 @@ def main(argv=None) -> int:
     import torch
 
     import ringan
-    from ringan.app import load_model
+    from ringan.commands.common import load_model
     from ringan.conversion import export_onnx, quantize_folder
     from ringan.conversion.onnx_export import OnnxRingan
     from ringan.conversion.quantize import folder_sizes

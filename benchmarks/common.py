@@ -106,16 +106,19 @@ def command_line() -> str:
 
 
 def set_threads(threads: int) -> int:
-    """Set torch's intra-op (and, if still possible, inter-op) thread count; returns the count in use."""
+    """The package's `set_threads` (intra-op threads, what every `ringan` verb's `--threads` sets), plus the
+    inter-op pool when that can still be set; returns the intra-op count in use."""
     import torch
 
+    from ringan.commands.common import set_threads as set_torch_threads
+
+    used = set_torch_threads(threads)
     if threads > 0:
-        torch.set_num_threads(threads)
         try:
             torch.set_num_interop_threads(threads)
         except RuntimeError:  # only settable before the first parallel work
             pass
-    return torch.get_num_threads()
+    return used
 
 
 def ringan_config(**overrides):

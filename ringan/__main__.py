@@ -1,3 +1,5 @@
+"""`python -m ringan`: the `ringan` command."""
+
 import sys
 
 from .cli import main

@@ -186,11 +186,29 @@ def read_dialogues(paths: str | Path | Iterable[str | Path]) -> list[Entry]:
     return entries
 
 
-def render_entry(entry: Entry) -> str:
-    """The text of one entry; also exactly the layout the model is trained on and the chat template makes."""
-    parts = [f"==== Topik: {entry.topic} ====\n\n", f"Konteks: {entry.context}\n\n"]
-    parts += [f"{turn.speaker}: {turn.text}\n\n" for turn in entry.turns]
+def render_dialogue(
+    topic: str | None, context: str | None, turns: Iterable[Turn] = (), next_speaker: str | None = None
+) -> str:
+    """The text layout the model reads, written in this one place: the data files, the generation prompt and the
+    chat session render through it, and the tokenizer's chat template reproduces it (a test holds them equal).
+
+    `==== Topik: {topic} ====`, `Konteks: {context}` and one `{speaker}: {text}` per turn, each followed by a blank
+    line; then, with `next_speaker`, the generation prompt `{next_speaker}:` (no trailing space: the reply's
+    first token carries it). A part given as `None` is left out, like the chat template's conversation without a
+    topic, or a chat session's later pieces (turns only).
+    """
+    parts = [f"==== Topik: {topic} ====\n\n"] if topic else []
+    if context is not None:
+        parts.append(f"Konteks: {context}\n\n")
+    parts += [f"{turn.speaker}: {turn.text}\n\n" for turn in turns]
+    if next_speaker is not None:
+        parts.append(f"{next_speaker}:")
     return "".join(parts)
+
+
+def render_entry(entry: Entry) -> str:
+    """The text of one entry, as it stands in a dialogue file and as the model is trained on it."""
+    return render_dialogue(entry.topic, entry.context, entry.turns)
 
 
 def render(entries: Iterable[Entry]) -> str:

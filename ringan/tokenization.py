@@ -1,5 +1,8 @@
-"""Train Ringan's byte-level BPE tokenizer and wrap it so `AutoTokenizer.from_pretrained` loads it with no
-custom code; its chat template renders a conversation in exactly the layout the model is trained on."""
+"""Ringan's tokenizer: byte-level BPE, its special tokens, and a chat template in the training layout.
+
+Trained here and wrapped so `AutoTokenizer.from_pretrained` loads it with no custom code; its chat template
+renders a conversation exactly as `data.render_dialogue` does.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]  # ids 0, 1, 2, 3: stable across every tra
 DEFAULT_ASSISTANT = "Asisten"
 DEFAULT_USER = "Pengguna"
 
-# The same text layout as `data.render_entry`: a topic header, the Konteks (system message), then
-# "Name: text" turns each followed by a blank line. The generation prompt ends in "<Speaker>:".
+# `data.render_dialogue`'s layout, for plain transformers users: a topic header, the Konteks (system message),
+# then "Name: text" turns each followed by a blank line. The generation prompt ends in "<Speaker>:".
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% if topic is defined and topic %}==== Topik: {{ topic }} ====\n\n{% endif %}"

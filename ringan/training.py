@@ -1,22 +1,23 @@
-"""Training and evaluation on the Hugging Face `Trainer`: sequences from dialogue entries, a collator that
-carries topic/context ids, exact perplexity and bits-per-byte, CSV logging, atomic checkpoints and resume."""
+"""What training and evaluation run on: model inputs, the TrainingArguments, exact metrics, checkpoint folders.
+
+Model inputs from dialogue entries (windows, packing, a collator that carries topic/context ids), the
+`TrainingArguments` of every run, exact perplexity and bits per byte (overall and per speaker), and checkpoint
+folders that are never half-written. The `Trainer` subclass that uses them is in `ringan.trainer`.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
+from transformers import PreTrainedTokenizerBase
 
-from .data import Entry, LabelVocab, render_entry
+from .data import UNKNOWN, Entry, LabelVocab, render_dialogue, render_entry
 
 CHECKPOINT_PREFIX = "checkpoint-"
 
@@ -24,10 +25,14 @@ CHECKPOINT_PREFIX = "checkpoint-"
 # ------------------------------------------------------------------------------------------ sequences
 
 
+def window_starts(length: int, max_length: int) -> range:
+    """Where the windows of a `length`-token sequence start: windows of `max_length` overlap by one token, so
+    every token but the first is predicted exactly once."""
+    return range(0, max(length - 1, 1), max_length - 1)
+
+
 def _windows(ids: list[int], max_length: int) -> list[list[int]]:
-    """Windows overlapping by one token, so every token but the first is predicted exactly once."""
-    stride = max_length - 1
-    return [ids[start : start + max_length] for start in range(0, max(len(ids) - 1, 1), stride)]
+    return [ids[start : start + max_length] for start in window_starts(len(ids), max_length)]
 
 
 def entry_to_examples(
@@ -238,145 +243,65 @@ def evaluate_examples(model, examples: Sequence[dict], batch_size: int = 8, pad_
         total_tokens += int((targets != -100).sum())
         total_bytes += sum(e["n_bytes"] for e in chunk)
     model.train(was_training)
-    loss = total_nll / max(total_tokens, 1)
+    return nll_metrics(total_nll, total_tokens, total_bytes)
+
+
+def nll_metrics(nll: float, tokens: int, n_bytes: float) -> dict[str, float]:
+    """Loss, perplexity and bits per byte from `nll` nats summed over `tokens` predicted tokens of `n_bytes`."""
+    loss = nll / max(tokens, 1)
     return {
         "loss": loss,
         "perplexity": math.exp(min(loss, 50.0)),
-        "bits_per_byte": total_nll / math.log(2) / max(total_bytes, 1e-9),
-        "tokens": total_tokens,
+        "bits_per_byte": nll / math.log(2) / max(n_bytes, 1e-9),
+        "tokens": tokens,
     }
 
 
-# --------------------------------------------------------------------------------------------- trainer
+def model_vocabularies(config) -> tuple[LabelVocab, LabelVocab]:
+    """The topic and Konteks ids a saved model was trained with (`config.topic_names`, `config.context_names`)."""
+    return LabelVocab(config.topic_names or [UNKNOWN]), LabelVocab(config.context_names or [UNKNOWN])
 
 
-class CSVLoggerCallback(TrainerCallback):
-    """Appends every log line (train and eval) to `metrics.csv`, on the main process only."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
-        existing: list[dict] = []
-        if self.path.exists():
-            with self.path.open(newline="") as f:
-                existing = list(csv.DictReader(f))
-        fields = list(dict.fromkeys([k for r in existing for k in r] + list(row)))
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(existing + [row])
-        os.replace(tmp, self.path)
-
-
-class KillAtStepCallback(TrainerCallback):
-    """Test hook: `RINGAN_TEST_KILL_AT_STEP=N` SIGKILLs the run right after step N (never set by users)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-class RinganTrainer(Trainer):
-    """`Trainer` with exact perplexity/bits-per-byte evaluation, tokens/s in the logs, and atomic checkpoints."""
-
-    def __init__(
-        self, *args, eval_examples: Sequence[dict] | None = None, best_dir: str | Path | None = None, **kwargs
-    ):
-        super().__init__(*args, **kwargs)
-        self.eval_examples = eval_examples
-        # the weights with the lowest validation loss so far, kept on disk so a resumed run knows them too
-        self.best_dir = Path(best_dir) if best_dir else None
-        self.best = read_best(self.best_dir)
-        self._start_time = time.time()
-        self._start_tokens = 0
-
-    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        if "loss" in logs and self.state.num_input_tokens_seen:
-            elapsed = max(time.time() - self._start_time, 1e-9)
-            logs["tokens_per_second"] = round((self.state.num_input_tokens_seen - self._start_tokens) / elapsed, 1)
-        super().log(logs, *args, **kwargs)
-
-    def train(self, *args, **kwargs):
-        self._start_time = time.time()
-        self._start_tokens = 0
-        resume = kwargs.get("resume_from_checkpoint")
-        if resume:
-            state_file = Path(resume) / "trainer_state.json"
-            if state_file.exists():
-                self._start_tokens = json.loads(state_file.read_text()).get("num_input_tokens_seen", 0) or 0
-        return super().train(*args, **kwargs)
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        if self.eval_examples is None:
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        result = evaluate_examples(self.model, self.eval_examples, self.args.per_device_eval_batch_size)
-        metrics = {f"{metric_key_prefix}_{k}": v for k, v in result.items() if k != "tokens"}
-        self.log(metrics)
-        if self.best_dir is not None and self.is_world_process_zero():
-            if self.best is None or result["loss"] < self.best["eval_loss"]:
-                self.best = {"step": self.state.global_step, "eval_loss": result["loss"]}
-                best = dict(self.best)
-
-                def save(folder: Path) -> None:
-                    self.model.save_pretrained(str(folder))
-                    (folder / BEST_FILE).write_text(json.dumps(best))
-
-                save_atomically(save, self.best_dir)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
-        return metrics
-
-    def _save_checkpoint(self, model, trial) -> None:
-        """Write the checkpoint into a staging folder, then rename it into place: a run killed at any moment
-        leaves only complete `checkpoint-N` folders (older ones are deleted only after the new one exists)."""
-        run_dir = self.args.output_dir
-        staging_root = os.path.join(run_dir, ".staging")
-        if self.args.should_save:
-            shutil.rmtree(staging_root, ignore_errors=True)
-            os.makedirs(staging_root, exist_ok=True)
-        _barrier()  # every process writes its RNG state into the staging folder
-        self.args.output_dir = staging_root
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.output_dir = run_dir
-        _barrier()
-        if self.args.should_save:
-            name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
-            final = os.path.join(run_dir, name)
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.replace(os.path.join(staging_root, name), final)
-            shutil.rmtree(staging_root, ignore_errors=True)
-            limit = self.args.save_total_limit
-            if limit:
-                for old in complete_checkpoints(run_dir)[:-limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-        _barrier()
+@torch.no_grad()
+def evaluate_by_speaker(model, tokenizer, entries: Sequence[Entry], max_length: int = 1024) -> dict[str, dict]:
+    """Token-level loss on each entry, attributed to the speaker whose turn holds the token (the Topik and
+    Konteks lines are `"(Topik/Konteks)"`): `{speaker: {"tokens", "loss", "perplexity", "bits_per_byte"}}`,
+    the most tokens first. The windows are `entry_to_examples`', so the token counts add up to its."""
+    topics, contexts = model_vocabularies(model.config)
+    nll: dict[str, float] = {}
+    tokens: dict[str, int] = {}
+    n_bytes: dict[str, int] = {}
+    for entry in entries:
+        text = render_entry(entry)
+        encoded = tokenizer(text, return_offsets_mapping=True)
+        ids = encoded["input_ids"] + [tokenizer.eos_token_id]
+        starts = [start for start, _ in encoded["offset_mapping"]] + [len(text)]
+        # who owns each character: the header, then each turn's speaker
+        header = len(render_dialogue(entry.topic, entry.context))
+        spans = [("(Topik/Konteks)", 0, header)]
+        for turn in entry.turns:
+            begin = spans[-1][2]
+            spans.append((turn.speaker, begin, begin + len(render_dialogue(None, None, [turn]))))
+        owners = [next((s for s, a, b in spans if a <= start < b), spans[-1][0]) for start in starts]
+        for name, a, b in spans:
+            n_bytes[name] = n_bytes.get(name, 0) + len(text[a:b].encode("utf-8"))
+        topic = torch.tensor([topics.id(entry.topic)])
+        context = torch.tensor([contexts.id(entry.context)])
+        for begin in window_starts(len(ids), max_length):
+            window = torch.tensor([ids[begin : begin + max_length]])
+            logits = model(window, topic_ids=topic, context_ids=context, use_cache=False).logits[0, :-1]
+            losses = torch.nn.functional.cross_entropy(logits.float(), window[0, 1:], reduction="none")
+            for offset, value in enumerate(losses.tolist()):
+                owner = owners[begin + offset + 1]
+                nll[owner] = nll.get(owner, 0.0) + value
+                tokens[owner] = tokens.get(owner, 0) + 1
+    return {
+        name: {"tokens": tokens[name], **nll_metrics(nll[name], tokens[name], n_bytes.get(name, 1))}
+        for name in sorted(tokens, key=lambda n: -tokens[n])
+    }
 
 
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
-BEST_FILE = "best.json"
-
-
-def read_best(best_dir: Path | None) -> dict | None:
-    """`{"step", "eval_loss"}` of the best weights saved in `best_dir`, if any."""
-    if best_dir is None or not (best_dir / BEST_FILE).is_file():
-        return None
-    return json.loads((best_dir / BEST_FILE).read_text())
+# ----------------------------------------------------------------------------------------- checkpoints
 
 
 def complete_checkpoints(run_dir: str | Path) -> list[Path]:

@@ -1,8 +1,13 @@
-"""Shared test helpers: tiny configs that keep every shipped default but the sizes, and a relative error."""
+"""Shared test helpers: tiny configs that keep every shipped default but the sizes, a relative error, and a
+callback that kills a training run at a given step."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import torch
+from transformers import TrainerCallback
 
 from ringan import RinganConfig, RinganForCausalLM
 from ringan.modeling.configuration_ringan import ATTENTION_TYPES as ALL_ATTENTION_TYPES
@@ -38,3 +43,14 @@ def perturb_(module: torch.nn.Module, scale: float = 0.3) -> None:
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-12)).item()
+
+
+class KillAtStepCallback(TrainerCallback):
+    """SIGKILLs the process right after optimizer step `step`: a crash at the worst moment, for resume tests."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -37,6 +37,23 @@ def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None, t
     )
 
 
+def run_train_killed_at_step(step: int, args: list[str]):
+    """`ringan train ARGS` in a subprocess that SIGKILLs itself right after `step` (the callback is injected
+    through the Python API; the package has no test hook)."""
+    script = (
+        f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+        "from helpers import KillAtStepCallback\n"
+        "from ringan.cli import parse_command_line\n"
+        "from ringan.commands.train import train\n"
+        "_, options = parse_command_line(['train', *sys.argv[1:]])\n"
+        f"train(options, callbacks=[KillAtStepCallback({step})])\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
 def read_metrics(path: Path) -> list[dict]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
@@ -289,7 +306,7 @@ def test_killed_run_resumes_to_the_same_loss_curve(tmp_path):
     args = [*TINY, "--max-steps", "10", "--save-steps", "4", "--eval-steps", "5", "--save-total-limit", "3"]
     straight = run_cli(["train", "--output", str(tmp_path / "a"), *args])
     assert straight.returncode == 0, straight.stderr[-2000:]
-    killed = run_cli(["train", "--output", str(tmp_path / "b"), *args], env={"RINGAN_TEST_KILL_AT_STEP": "6"})
+    killed = run_train_killed_at_step(6, ["--output", str(tmp_path / "b"), *args])
     assert killed.returncode == -signal.SIGKILL
     assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-4"]
     assert not (tmp_path / "b" / "model").exists()

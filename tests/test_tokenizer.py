@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from ringan.data import Entry, Turn, load_default_corpus, render_entry
+from ringan.data import Entry, Turn, load_default_corpus, render_dialogue, render_entry
 from ringan.tokenization import (
     BOS,
     DEFAULT_ASSISTANT,
@@ -239,6 +239,26 @@ def test_chat_template_matches_render_entry(tokenizer, corpus):
     for entry in corpus[:: max(1, len(corpus) // 9)]:
         text = tokenizer.apply_chat_template(chat_messages(entry), topic=entry.topic, tokenize=False)
         assert text == tokenizer.bos_token + render_entry(entry), entry.topic
+
+
+def test_chat_template_produces_exactly_the_prompt_renderers_text(tokenizer, corpus):
+    """One layout: for the same conversation (any prefix of an entry, with or without its topic, with or without
+    the generation prompt), the chat template's text is `render_dialogue`'s, after `<s>`."""
+    for entry in corpus[:: max(1, len(corpus) // 9)]:
+        for n in range(len(entry.turns)):
+            turns, speaker = entry.turns[:n], entry.turns[n].speaker
+            messages = [{"role": "system", "content": entry.context}]
+            messages += [
+                {"role": "assistant" if t.speaker == speaker else "user", "name": t.speaker, "content": t.text}
+                for t in turns
+            ]
+            for topic in (entry.topic, None):
+                prompt = tokenizer.apply_chat_template(
+                    messages, topic=topic, assistant_name=speaker, add_generation_prompt=True, tokenize=False
+                )
+                assert prompt == BOS + render_dialogue(topic, entry.context, turns, speaker), (entry.topic, n)
+                text = tokenizer.apply_chat_template(messages, topic=topic, tokenize=False)
+                assert text == BOS + render_dialogue(topic, entry.context, turns), (entry.topic, n)
 
 
 def test_chat_template_tokenized_matches_plain_encoding(tokenizer, corpus):

@@ -1,0 +1,50 @@
+"""`ringan eval`: perplexity and bits per byte of a saved model, overall and per speaker."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data import read_dialogues
+from ..options import Options, option
+from .common import DEFAULT_MODEL, data_option, data_paths, load_model, set_threads, threads_option
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalOptions(Options):
+    """Perplexity and bits per byte of a checkpoint on dialogue files, overall and per speaker."""
+
+    model: str = option(DEFAULT_MODEL, "a saved model folder (with its tokenizer)")
+    data: list[str] | None = data_option()
+    batch_size: int = option(8, "sequences per forward pass", minimum=1)
+    max_length: int = option(1024, "tokens per sequence window", minimum=2)
+    json_output: str | None = option(None, "also write the results to this JSON file")
+    threads: int = threads_option()
+
+
+def evaluate(options: EvalOptions | None = None, /, **overrides) -> dict:
+    """Print the overall metrics and a per-speaker table; returns `{"overall": {...}, "per_speaker": {...}}`."""
+    from ..training import entry_to_examples, evaluate_by_speaker, evaluate_examples, model_vocabularies
+
+    o = EvalOptions.build(options, overrides)
+    set_threads(o.threads)
+    model, tok = load_model(o.model)
+    entries = read_dialogues(data_paths(o.data))
+    topics, contexts = model_vocabularies(model.config)
+    examples = [x for e in entries for x in entry_to_examples(e, tok, topics, contexts, o.max_length)]
+    overall = evaluate_examples(model, examples, o.batch_size, tok.pad_token_id)
+    per_speaker = evaluate_by_speaker(model, tok, entries, o.max_length)
+    print(
+        f"eval: {len(entries)} entries, {overall['tokens']} tokens: loss {overall['loss']:.4f}, "
+        f"perplexity {overall['perplexity']:.2f}, bits/byte {overall['bits_per_byte']:.4f}"
+    )
+    print(f"{'speaker':<24} {'tokens':>8} {'loss':>8} {'ppl':>10} {'bits/byte':>10}")
+    for name, m in per_speaker.items():
+        print(
+            f"{name[:24]:<24} {m['tokens']:>8} {m['loss']:>8.4f} {m['perplexity']:>10.2f} {m['bits_per_byte']:>10.4f}"
+        )
+    result = {"overall": overall, "per_speaker": per_speaker}
+    if o.json_output:
+        Path(o.json_output).write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+    return result

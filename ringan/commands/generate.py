@@ -1,0 +1,134 @@
+"""`ringan generate`: continue a dialogue for a Topik and Konteks, one speaker's turn at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..data import Turn, render_dialogue
+from ..errors import OptionError
+from ..options import Options, option
+from .common import DEFAULT_MODEL, load_model, resolve_context, resolve_topic, set_threads, threads_option
+
+FALLBACK_SPEAKERS = ("Kiann", "Caecillia", "Pembicara")  # fill a conversation up to two speakers
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingOptions(Options):
+    """How replies are decoded (shared by `ringan generate` and `ringan chat`)."""
+
+    max_new_tokens: int = option(120, "at most this many tokens per reply", minimum=1)
+    temperature: float = option(0.8, "sampling temperature", above=0)
+    top_k: int = option(50, "sample from the k most likely tokens (0 = all)", minimum=0)
+    top_p: float = option(0.95, "nucleus sampling threshold", above=0, maximum=1)
+    repetition_penalty: float = option(1.1, ">1 discourages repeating tokens", above=0)
+    greedy: bool = option(False, "greedy decoding instead of sampling")
+    seed: int = option(0, "random seed for sampling")
+    threads: int = threads_option()
+
+    def generate_kwargs(self) -> dict:
+        """The decoding arguments of `model.generate()`."""
+        if self.greedy:
+            return {"do_sample": False, "repetition_penalty": self.repetition_penalty}
+        return {
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateOptions(SamplingOptions):
+    """Continue a dialogue for a Topik and Konteks: each reply stops at the end of the speaker's turn."""
+
+    model: str = option(DEFAULT_MODEL, "a saved model folder")
+    topic: str | None = option(
+        None, "the Topik, by name (see config.topic_names) or id", default_text="the first known topic"
+    )
+    context: str | None = option(
+        None, "the Konteks paragraph (a known one also selects its context id)", default_text="the topic's"
+    )
+    turn: list[str] | None = option(None, "opening turns, each as 'Name: text' (repeatable)")
+    speaker: str | None = option(
+        None, "who speaks next", default_text="the other of the last two speakers, or the second of --speakers"
+    )
+    speakers: list[str] | None = option(None, "two names to alternate when generating several turns")
+    num_turns: int = option(1, "how many turns to generate", minimum=1)
+    stream: bool = option(True, "print tokens as they are generated")
+
+
+def generate(options: GenerateOptions | None = None, /, **overrides) -> list[Turn]:
+    """Print the conversation and `num_turns` generated turns; returns every turn (the opening ones included)."""
+    from transformers import TextStreamer, set_seed
+
+    o = GenerateOptions.build(options, overrides)
+    set_threads(o.threads)
+    model, tok = load_model(o.model)
+    topic_id, topic_name = resolve_topic(model.config, o.topic)
+    context_id, context_text = resolve_context(o.model, model.config, topic_name, o.context)
+    turns = parse_turns(o.turn)
+    names = list(o.speakers or [])
+    for t in turns:
+        if t.speaker not in names:
+            names.append(t.speaker)
+    if o.speaker and o.speaker not in names:
+        names.append(o.speaker)
+    for default in FALLBACK_SPEAKERS:
+        if len(names) < 2 and default not in names:
+            names.append(default)
+    next_speaker = o.speaker or (names[(names.index(turns[-1].speaker) + 1) % len(names)] if turns else names[0])
+    set_seed(o.seed)
+    sampling = o.generate_kwargs()
+    print(render_dialogue(topic_name, context_text, turns), end="")
+    for _ in range(o.num_turns):
+        prompt = render_dialogue(topic_name, context_text, turns, next_speaker)
+        streamer = None
+        if o.stream:
+            print(f"{next_speaker}:", end="", flush=True)
+            streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+        reply = generate_reply(model, tok, prompt, topic_id, context_id, o.max_new_tokens, sampling, streamer)
+        if not o.stream:
+            print(f"{next_speaker}: {reply}\n")
+        elif not reply:
+            print()
+        turns.append(Turn(next_speaker, reply or "..."))
+        next_speaker = names[(names.index(next_speaker) + 1) % len(names)]
+    return turns
+
+
+def parse_turns(turns: Sequence[str] | None) -> list[Turn]:
+    """`--turn 'Name: text'` values as turns."""
+    parsed = []
+    for raw in turns or []:
+        name, sep, text = raw.partition(":")
+        if not sep or not name.strip() or not text.strip():
+            raise OptionError("--turn", "expected 'Name: text'", repr(raw))
+        parsed.append(Turn(name.strip(), text.strip()))
+    return parsed
+
+
+def generate_reply(
+    model, tok, prompt: str, topic_id: int, context_id: int, max_new_tokens: int, sampling: dict, streamer=None
+) -> str:
+    """One reply to a prompt that ends in `Speaker:`; it ends at its first newline (an utterance is one line)."""
+    enc = tok(prompt, return_tensors="pt")
+    out = model.generate(
+        **enc,
+        topic_ids=torch.tensor([topic_id]),
+        context_ids=torch.tensor([context_id]),
+        max_new_tokens=max_new_tokens,
+        stop_strings=["\n"],
+        tokenizer=tok,
+        streamer=streamer,
+        **sampling,
+    )
+    return clean_reply(tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+
+
+def clean_reply(text: str) -> str:
+    """The generated utterance: its first line, whitespace folded."""
+    return " ".join(text.strip().split("\n")[0].split())

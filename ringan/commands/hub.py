@@ -1,0 +1,143 @@
+"""`ringan push`: publish a model folder to the Hub, and the model card (`README.md`) that training writes for it."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data import Entry, corpus_statistics
+from ..errors import OptionError, UserError
+from ..options import Options, option
+from .common import DEFAULT_MODEL, MODEL_FILES
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushOptions(Options):
+    """Publish a saved model folder to the Hugging Face Hub (weights, modeling files, tokenizer, model card)."""
+
+    model: str = option(DEFAULT_MODEL, "a saved model folder")
+    repo_id: str = option("", "the Hub repository, e.g. 'user/ringan-dialog'")
+    private: bool = option(False, "create the repository as private")
+    token: str | None = option(None, "a Hub token", default_text="the logged-in one")
+    commit_message: str = option("Upload Ringan model", "the commit message")
+
+
+def push(options: PushOptions | None = None, /, **overrides) -> str:
+    """Upload every file of the folder (hidden and `.tmp` files excepted) in one commit; returns the repo URL."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    o = PushOptions.build(options, overrides)
+    folder = Path(o.model)
+    if not o.repo_id or "/" not in o.repo_id:
+        raise OptionError("--repo-id", "expected 'user/name'", repr(o.repo_id))
+    missing = [n for n in (*MODEL_FILES, "modeling_ringan.py", "README.md") if not (folder / n).is_file()]
+    if missing:
+        raise UserError(f"{folder}: cannot publish, missing {', '.join(missing)} (save it with `ringan train`)")
+    api = HfApi(token=o.token)
+    url = api.create_repo(o.repo_id, private=o.private, exist_ok=True, repo_type="model")
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    operations = [
+        CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
+        for p in files
+        if not p.name.endswith(".tmp")
+    ]
+    api.create_commit(repo_id=o.repo_id, repo_type="model", operations=operations, commit_message=o.commit_message)
+    print(f"pushed {folder} to {url}")
+    return str(url)
+
+
+def model_card(
+    config,
+    n_params: int,
+    entries: Sequence[Entry],
+    train_entries: Sequence[Entry],
+    val_entries: Sequence[Entry],
+    metrics: dict,
+    data: Sequence[str] | None,
+    text: Sequence[str] | None,
+) -> str:
+    """The `README.md` of a trained model: Hub metadata, size, data, held-out metrics, usage and topics."""
+    stats = corpus_statistics(entries)
+    topics = [n for n in (config.topic_names or [])[1:]]
+    sources = ", ".join(str(p) for p in (data or ["the corpus shipped with ringan"]))
+    metric_lines = (
+        f"| validation loss | {metrics['eval_loss']:.4f} |\n| perplexity | {metrics['eval_perplexity']:.2f} |\n"
+        f"| bits per byte | {metrics['eval_bits_per_byte']:.4f} |\n"
+        if metrics
+        else "| (no validation split) | |\n"
+    )
+    return textwrap.dedent(
+        """\
+        ---
+        library_name: transformers
+        language:
+        - id
+        license: apache-2.0
+        pipeline_tag: text-generation
+        tags:
+        - ringan
+        - linear-attention
+        - dialogue
+        ---
+
+        # Ringan dialogue model
+
+        A small decoder-only language model for Indonesian dialogue: every token's input is
+        `token_emb + topic_emb + context_emb`, with RoPE and `{attention}` linear attention, so long
+        contexts cost a fixed-size state instead of a growing KV cache.
+
+        | | |
+        | --- | --- |
+        | parameters | {params:,} |
+        | width / layers / heads | {hidden} / {layers} / {heads} |
+        | vocabulary | {vocab} |
+        | topics / contexts | {n_topics} / {n_contexts} rows (0 = unknown) |
+        | training data | {sources}{extra}: {entries} entries, {turns} turns ({n_train} train / {n_val} validation) |
+        {metrics}
+        ## Usage
+
+        ```python
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO", trust_remote_code=True)  # the config has auto_map
+        model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
+        messages = [{{"role": "system", "content": "Konteks ..."}}, {{"role": "user", "name": "Kiann", "content": "Halo!"}}]
+        ids = tokenizer.apply_chat_template(messages, topic="{topic}", assistant_name="Caecillia",
+                                            add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        out = model.generate(**ids, topic_ids=torch.tensor([1]), max_new_tokens=60,
+                             stop_strings=["\\n\\n"], tokenizer=tokenizer)
+        print(tokenizer.decode(out[0], skip_special_tokens=True))
+        ```
+
+        `topic_ids` / `context_ids` index `config.topic_names` / `config.context_names` (0 = unknown).
+
+        ## Topics
+
+        {topic_list}
+        """
+    ).format(
+        attention=config.attention_type,
+        params=n_params,
+        hidden=config.hidden_size,
+        layers=config.num_hidden_layers,
+        heads=config.num_attention_heads,
+        vocab=config.vocab_size,
+        n_topics=config.num_topics,
+        n_contexts=config.num_contexts,
+        sources=sources,
+        extra=f" + plain text {', '.join(text)}" if text else "",
+        entries=stats["entries"],
+        turns=stats["turns"],
+        n_train=len(train_entries),
+        n_val=len(val_entries),
+        metrics="| metric (held-out entries) | value |\n| --- | --- |\n" + metric_lines,
+        topic=topics[0] if topics else "...",
+        topic_list="\n".join(f"{i + 1}. {t}" for i, t in enumerate(topics)) or "(none)",
+    )

@@ -1,0 +1,133 @@
+"""`ringan quickstart`: the whole job on the shipped corpus, from a tokenizer to a reload in a fresh process."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data import corpus_statistics, load_default_corpus, render_entry, split_entries, write_dialogues
+from ..errors import UserError
+from ..fresh_process import run_python_without_ringan
+from ..options import Options, option
+from .common import load_tokenizer, set_threads
+from .evaluate import evaluate
+from .generate import generate
+from .tokenizer import train_tokenizer
+from .train import train
+
+# Loads the saved model the way a user without the package would, and greedily continues a topic header.
+RELOAD_CHECK = """
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+folder = sys.argv[1]
+tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+ids = tok("==== Topik: ", return_tensors="pt")
+out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+print(f"fresh process: {type(model).__name__} from {type(model).__module__} "
+      f"({sum(p.numel() for p in model.parameters()):,} parameters), ringan imported: {'ringan' in sys.modules}; "
+      f"greedy continuation: {tok.decode(out[0], skip_special_tokens=True)!r}")
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuickstartOptions(Options):
+    """The whole job on the shipped corpus: tokenizer, training, evaluation, a generated dialogue, and a
+    reload of the saved model through AutoModelForCausalLM in a fresh process."""
+
+    output: str = option("runs/quickstart", "run folder")
+    minutes: float = option(3.0, "training time budget (the step count is sized from a short speed probe)", above=0)
+    topic: str | None = option(
+        None, "the Topik of the generated dialogue", default_text="the first topic of the training split"
+    )
+    seed: int = option(42, "random seed")
+
+
+def quickstart(options: QuickstartOptions | None = None, /, **overrides) -> dict:
+    """Run every step, printing as it goes; returns `{"train": metrics, "eval": evaluation}`."""
+    o = QuickstartOptions.build(options, overrides)
+    started = time.time()
+    output = Path(o.output)
+    threads = set_threads(0)
+    entries = load_default_corpus()
+    train_entries, val_entries = split_entries(entries, 0.1, o.seed)
+    stats = corpus_statistics(entries)
+    print(
+        f"data: {stats['entries']} entries, {stats['turns']} turns, {stats['characters']:,} characters, "
+        f"{stats['topics']} topics ({len(train_entries)} train / {len(val_entries)} held out)"
+    )
+    tok_dir = output / "tokenizer"
+    train_tokenizer(output=str(tok_dir), entries=train_entries)  # held-out entries stay unseen
+
+    batch_size, max_length = 8, 512
+    step = probe_step_seconds(len(load_tokenizer(tok_dir)), batch_size, max_length, threads)
+    sequences = sum(max(1, math.ceil(len(render_entry(e)) / 4.4 / max_length)) for e in train_entries)
+    steps = max(30, int(o.minutes * 60 / (step * 1.25)))
+    print(
+        f"budget: {o.minutes:.1f} min at {step:.2f} s/step -> {steps} steps (~{steps * batch_size / sequences:.0f} epochs)"
+    )
+    metrics = train(
+        output=str(output),
+        tokenizer=str(tok_dir),
+        max_length=max_length,
+        batch_size=batch_size,
+        max_steps=steps,
+        eval_steps=max(steps // 4, 1),
+        save_steps=max(steps // 4, 1),
+        logging_steps=max(steps // 20, 1),
+        learning_rate=3e-3,
+        seed=o.seed,
+        threads=threads,
+    )
+    model_dir = output / "model"
+    print("\n== held-out evaluation ==")
+    held_out = output / "held_out.txt"
+    write_dialogues(held_out, val_entries)
+    evaluation = evaluate(model=str(model_dir), data=[str(held_out)])
+
+    print("\n== a generated dialogue ==")
+    trained = train_entries[0] if o.topic is None else next((e for e in train_entries if e.topic == o.topic), None)
+    if trained is None:
+        raise UserError(f"unknown topic {o.topic!r} for the quickstart")
+    generate(
+        model=str(model_dir),
+        topic=trained.topic,
+        context=trained.context,
+        turn=[f"{trained.turns[0].speaker}: {trained.turns[0].text}"],
+        speakers=trained.speakers[:2],
+        num_turns=3,
+        max_new_tokens=80,
+        seed=o.seed,
+        stream=False,
+    )
+    print("== self-contained checkpoint ==")
+    result = run_python_without_ringan(
+        RELOAD_CHECK, str(model_dir.resolve()), cwd=output, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    if result.returncode != 0:
+        raise UserError(f"the saved model did not load in a fresh process:\n{result.stderr[-2000:]}")
+    print(result.stdout.strip())
+    print(f"\ndone in {time.time() - started:.0f} s: model in {model_dir}")
+    return {"train": metrics, "eval": evaluation}
+
+
+def probe_step_seconds(vocab: int, batch_size: int, max_length: int, threads: int) -> float:
+    """Time a few training steps of a default-size model, to size the run to a time budget."""
+    import ringan
+
+    model = ringan.RinganForCausalLM(ringan.RinganConfig(vocab_size=vocab)).train()
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(4, vocab, (batch_size, max_length))
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        model(ids, labels=ids).loss.backward()
+        optim.step()
+        optim.zero_grad()
+        times.append(time.perf_counter() - start)
+    return min(times[1:])

@@ -1,0 +1,136 @@
+"""The HF `Trainer` subclass of `ringan train` and its CSV log.
+
+Exact perplexity and bits per byte at every eval, the best weights kept on disk, tokens/s in the logs,
+checkpoints that are never half-written, and a CSV log of every line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from .training import CHECKPOINT_PREFIX, complete_checkpoints, evaluate_examples, save_atomically
+
+
+class CSVLoggerCallback(TrainerCallback):
+    """Appends every log line (train and eval) to `metrics.csv`, on the main process only."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
+        existing: list[dict] = []
+        if self.path.exists():
+            with self.path.open(newline="") as f:
+                existing = list(csv.DictReader(f))
+        fields = list(dict.fromkeys([k for r in existing for k in r] + list(row)))
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(existing + [row])
+        os.replace(tmp, self.path)
+
+
+class RinganTrainer(Trainer):
+    """`Trainer` with exact perplexity/bits-per-byte evaluation, tokens/s in the logs, and atomic checkpoints."""
+
+    def __init__(
+        self, *args, eval_examples: Sequence[dict] | None = None, best_dir: str | Path | None = None, **kwargs
+    ):
+        super().__init__(*args, **kwargs)
+        self.eval_examples = eval_examples
+        # the weights with the lowest validation loss so far, kept on disk so a resumed run knows them too
+        self.best_dir = Path(best_dir) if best_dir else None
+        self.best = read_best(self.best_dir)
+        self._start_time = time.time()
+        self._start_tokens = 0
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self.state.num_input_tokens_seen:
+            elapsed = max(time.time() - self._start_time, 1e-9)
+            logs["tokens_per_second"] = round((self.state.num_input_tokens_seen - self._start_tokens) / elapsed, 1)
+        super().log(logs, *args, **kwargs)
+
+    def train(self, *args, **kwargs):
+        self._start_time = time.time()
+        self._start_tokens = 0
+        resume = kwargs.get("resume_from_checkpoint")
+        if resume:
+            state_file = Path(resume) / "trainer_state.json"
+            if state_file.exists():
+                self._start_tokens = json.loads(state_file.read_text()).get("num_input_tokens_seen", 0) or 0
+        return super().train(*args, **kwargs)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        if self.eval_examples is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        result = evaluate_examples(self.model, self.eval_examples, self.args.per_device_eval_batch_size)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in result.items() if k != "tokens"}
+        self.log(metrics)
+        if self.best_dir is not None and self.is_world_process_zero():
+            if self.best is None or result["loss"] < self.best["eval_loss"]:
+                self.best = {"step": self.state.global_step, "eval_loss": result["loss"]}
+                best = dict(self.best)
+
+                def save(folder: Path) -> None:
+                    self.model.save_pretrained(str(folder))
+                    (folder / BEST_FILE).write_text(json.dumps(best))
+
+                save_atomically(save, self.best_dir)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+        return metrics
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write the checkpoint into a staging folder, then rename it into place: a run killed at any moment
+        leaves only complete `checkpoint-N` folders (older ones are deleted only after the new one exists)."""
+        run_dir = self.args.output_dir
+        staging_root = os.path.join(run_dir, ".staging")
+        if self.args.should_save:
+            shutil.rmtree(staging_root, ignore_errors=True)
+            os.makedirs(staging_root, exist_ok=True)
+        _barrier()  # every process writes its RNG state into the staging folder
+        self.args.output_dir = staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = run_dir
+        _barrier()
+        if self.args.should_save:
+            name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+            final = os.path.join(run_dir, name)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging_root, name), final)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            limit = self.args.save_total_limit
+            if limit:
+                for old in complete_checkpoints(run_dir)[:-limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+        _barrier()
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+BEST_FILE = "best.json"
+
+
+def read_best(best_dir: Path | None) -> dict | None:
+    """`{"step", "eval_loss"}` of the best weights saved in `best_dir`, if any."""
+    if best_dir is None or not (best_dir / BEST_FILE).is_file():
+        return None
+    return json.loads((best_dir / BEST_FILE).read_text())
