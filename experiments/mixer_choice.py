@@ -46,7 +46,8 @@ ABLATIONS = {  # run at the best learning rate of their parent
 }
 SCREEN_TOKENS = 2_000_000
 FINAL_TOKENS = 8_000_000
-LEARNING_RATES = [3e-3, 1.5e-3, 6e-3]  # the middle first: every model at one rate early
+LEARNING_RATES = [3e-3, 1.5e-3]  # then factor-of-2 steps past whichever edge is best (screen_jobs)
+MAX_RATES = 5
 
 
 def run_name(model: str, lr: float, seed: int, tokens: int) -> str:
@@ -116,14 +117,29 @@ def best_lr(results: dict, model: str, tokens: int) -> float | None:
 
 
 def screen_jobs(results: dict) -> list[dict]:
-    jobs = [
-        {"model": m, "spec": spec, "lr": lr, "seed": 0, "tokens": SCREEN_TOKENS}
-        for lr in LEARNING_RATES
-        for m, spec in CANDIDATES.items()
-    ]
+    """The next screening runs. Every candidate starts at LEARNING_RATES; then, while a model's best rate is at the
+    edge of what was tried, the next factor-of-2 step past that edge (at most MAX_RATES rates per model). The
+    ablations run at their parent's best rate once the parent's sweep is bracketed."""
+    jobs = []
+    done = {}
+    for r in results.values():
+        if r["job"]["tokens"] == SCREEN_TOKENS and r["job"]["seed"] == 0:
+            done.setdefault(r["job"]["model"], {})[r["job"]["lr"]] = score(r)
+    bracketed = {}
+    for model, spec in CANDIDATES.items():
+        tried = done.get(model, {})
+        rates = [lr for lr in LEARNING_RATES if lr not in tried]
+        if not rates and len(tried) < MAX_RATES:
+            best = min(tried, key=tried.get)
+            if best == min(tried):
+                rates = [best / 2]
+            elif best == max(tried):
+                rates = [best * 2]
+        bracketed[model] = not rates and len(tried) >= 2
+        jobs += [{"model": model, "spec": spec, "lr": lr, "seed": 0, "tokens": SCREEN_TOKENS} for lr in rates]
     for name, (parent, overrides) in ABLATIONS.items():
-        lr = best_lr(results, parent, SCREEN_TOKENS)
-        if lr is not None:
+        if bracketed.get(parent) and name not in done:
+            lr = best_lr(results, parent, SCREEN_TOKENS)
             jobs.append(
                 {
                     "model": name,
@@ -133,7 +149,12 @@ def screen_jobs(results: dict) -> list[dict]:
                     "tokens": SCREEN_TOKENS,
                 }
             )
-    return jobs
+    # one rate per model first: the comparison fills in evenly
+    rank, seen = [], {}
+    for j in jobs:
+        seen[j["model"]] = seen.get(j["model"], -1) + 1
+        rank.append(seen[j["model"]])
+    return [j for _, j in sorted(zip(rank, jobs), key=lambda pair: pair[0])]
 
 
 def main() -> None:
@@ -151,28 +172,34 @@ def main() -> None:
     P.require_data()
     from jobs import run_jobs
 
-    if args.stage:
+    if args.stage == "screen":
+        prepare()
+        while True:  # plan a round, run it, plan again: the next rates depend on the results
+            jobs = [j for j in screen_jobs(load_results()) if not args.models or j["model"] in args.models]
+            for j in jobs:
+                j["name"] = run_name(j["model"], j["lr"], j["seed"], j["tokens"])
+            todo = [j for j in jobs if not (OUT / f"{j['name']}.json").exists()]
+            if not todo:
+                break
+            P.log(f"screen: {len(todo)} runs planned; running {min(len(todo), args.parallel)}")
+            run_jobs(__file__, todo[: args.parallel], P.WORK / "logs" / "mixer", parallel=args.parallel)
+    elif args.stage == "final":
         prepare()
         results = load_results()
-        if args.stage == "screen":
-            jobs = screen_jobs(results)
-        else:
-            jobs = []
-            for model in ["llama", *args.finalists]:
-                lr = best_lr(results, model, SCREEN_TOKENS)
-                jobs += [
-                    {
-                        "model": model,
-                        "spec": CANDIDATES[model],
-                        "lr": lr,
-                        "seed": s,
-                        "tokens": FINAL_TOKENS,
-                        "keep_model": True,
-                    }
-                    for s in (0, 1, 2)
-                ]
-        if args.models:
-            jobs = [j for j in jobs if j["model"] in args.models]
+        jobs = []
+        for model in ["llama", *args.finalists]:
+            lr = best_lr(results, model, SCREEN_TOKENS)
+            jobs += [
+                {
+                    "model": model,
+                    "spec": CANDIDATES[model],
+                    "lr": lr,
+                    "seed": s,
+                    "tokens": FINAL_TOKENS,
+                    "keep_model": True,
+                }
+                for s in (0, 1, 2)
+            ]
         for j in jobs:
             j["name"] = run_name(j["model"], j["lr"], j["seed"], j["tokens"])
         todo = [j for j in jobs if not (OUT / f"{j['name']}.json").exists()]

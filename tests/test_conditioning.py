@@ -195,7 +195,11 @@ def test_per_token_ids_embed_each_token_with_its_own_row():
     topics = torch.tensor([[1] * 4 + [3] * 6, [2] * 7 + [4] * 3])
     contexts = torch.tensor([[5] * 4 + [6] * 6, [1] * 7 + [2] * 3])
     seen = {}
-    hook = model.model.layers[0].register_forward_pre_hook(lambda module, args: seen.setdefault("input", args[0]))
+
+    def capture(module, args):
+        seen["input"] = args[0]  # returns None: the layer's inputs stay as they are
+
+    hook = model.model.layers[0].register_forward_pre_hook(capture)
     with torch.no_grad():
         model(ids, topic_ids=topics, context_ids=contexts, use_cache=False)
     hook.remove()

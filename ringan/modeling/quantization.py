@@ -13,9 +13,12 @@ Groups run along the input dimension (a Linear's `in_features`, an Embedding's `
 of the weight has its own scales; `group_size=0` means one group per row. A row whose width is not a multiple of
 the group size is padded with zeros for storage and cut back when dequantized.
 
-At run time a module dequantizes its weight ONCE, on first use, and keeps the float (fp32 by default) tensor in a plain Python
-attribute (never a buffer or parameter, so it is never saved): generation then runs at fp32 speed, and the
-cache is rebuilt if the stored codes change (a new load, `.to(device)`).
+At run time, on CPU and without gradients, the weights stay quantized in memory: int8 rows go through torch's
+weight-only int8 matmul (activations in bf16, scales per row), int4 through its int4 matmul (the codes repacked
+once into the kernel's layout, still 4 bits a weight), and an embedding dequantizes only the rows it looks up.
+Elsewhere (a GPU, gradients, a torch without these kernels, int8 with groups) a module dequantizes its weight
+once and keeps the float tensor in a plain Python attribute (never a buffer or parameter, so it is never saved);
+that cache is rebuilt if the stored codes change (a new load, `.to(device)`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ SUPPORTED_BITS = (8, 4)
 DEFAULT_GROUP_SIZE = {8: 0, 4: 32}  # int8: one scale per row; int4: one per 32 weights (see conversion/README.md)
 INT4_CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)  # searched per group: -20% KL vs plain absmax (README)
 _FP16_TINY = 2.0**-24  # smallest positive fp16 (subnormal): a scale must never round to 0
+# torch's CPU weight-only kernels (looked up by name: a torch without them takes the dequantized path)
+_INT8_MM = getattr(torch.ops.aten, "_weight_int8pack_mm", None)
+_INT4_MM = getattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu", None)
+_INT4_PACK = getattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu", None)
+INT4_KERNEL_GROUPS = (32, 64, 128, 256)
 
 
 def resolve_quantization(bits: int, group_size: int | None = None) -> dict:
@@ -111,6 +119,7 @@ class _QuantizedWeight(nn.Module):
         self.register_buffer("qweight", torch.zeros(rows, width, dtype=qdtype, device=device))
         self.register_buffer("scales", torch.zeros(rows, groups, dtype=torch.float16, device=device))
         self._dequantized = None  # (key, float weight): a plain attribute, never saved
+        self._kernel_weight = None  # (key, tensors in the quantized kernel's layout): likewise
         # the float dtype the module computes in: the default dtype at construction (from_pretrained(dtype=...)
         # builds under it), then whatever .to(dtype)/.half()/.float() asks for
         self.compute_dtype = torch.get_default_dtype()
@@ -156,8 +165,13 @@ class _QuantizedWeight(nn.Module):
     def weight(self) -> torch.Tensor:
         return self.dequantize()
 
+    def _storage_key(self) -> tuple:
+        q, s = self.qweight, self.scales
+        return (q.device, q.data_ptr(), q._version, s.data_ptr(), s._version)
+
     def _apply(self, fn, recurse=True):
-        self._dequantized = None  # device/dtype moves rebuild the cache
+        self._dequantized = None  # device/dtype moves rebuild the caches
+        self._kernel_weight = None
         probe = fn(torch.zeros((), dtype=self.compute_dtype))  # the float dtype this call converts to
         if probe.is_floating_point():
             self.compute_dtype = probe.dtype
@@ -166,6 +180,7 @@ class _QuantizedWeight(nn.Module):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_dequantized"] = None  # pickling/deepcopy never carries the fp32 copy
+        state["_kernel_weight"] = None
         return state
 
 
@@ -186,8 +201,44 @@ class QuantizedLinear(_QuantizedWeight):
         module = cls(linear.in_features, linear.out_features, bits, group_size, device=linear.weight.device)
         return module.quantize_(linear.weight)
 
+    def _kernel_inputs(self) -> tuple | None:
+        """The stored codes in the CPU kernel's layout (built once per load), or None where no kernel applies."""
+        if self.qweight.device.type != "cpu":
+            return None
+        if self.bits == 8 and (_INT8_MM is None or self.group_size):
+            return None
+        if self.bits == 4 and (_INT4_MM is None or _INT4_PACK is None or self.group_size not in INT4_KERNEL_GROUPS):
+            return None
+        if self.bits == 4 and (self._cols % self.group_size or self._rows % 16):  # the kernel's tile sizes
+            return None
+        if self.bits == 8 and self.qweight.data_ptr() % 64:
+            # a loaded checkpoint's tensors can sit at any offset of the file's buffer; the kernel's vector
+            # loads need aligned rows (a misaligned int8 weight crashed it), so the codes move once
+            with torch.inference_mode(False), torch.no_grad():
+                self.qweight = self.qweight.clone()
+        key = self._storage_key()
+        if self._kernel_weight is None or self._kernel_weight[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                if self.bits == 8:  # int8 codes as stored, one bf16 scale per row
+                    tensors = (self.qweight, self.scales[:, 0].to(torch.bfloat16))
+                else:  # two codes (q + 8) per byte, low nibble first -> the kernel's packed tiles
+                    codes = torch.stack((self.qweight & 0x0F, self.qweight >> 4), dim=-1).view(self._rows, -1)
+                    packed = _INT4_PACK(codes[:, : self._cols].to(torch.int32).contiguous(), 2)
+                    scales = self.scales.float().t()  # [groups, rows]
+                    tensors = (packed, torch.stack([scales, torch.zeros_like(scales)], dim=-1).contiguous())
+            self._kernel_weight = (key, tensors)
+        return self._kernel_weight[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.dequantize(x.dtype if x.is_floating_point() else None))
+        kernel = None if torch.is_grad_enabled() else self._kernel_inputs()
+        if kernel is None:
+            return F.linear(x, self.dequantize(x.dtype if x.is_floating_point() else None))
+        flat = x.reshape(-1, self.in_features)
+        if self.bits == 8:  # bf16 activations: torch's fast int8 path (an fp32 input takes a slow one)
+            out = _INT8_MM(flat.to(torch.bfloat16).contiguous(), kernel[0], kernel[1])
+        else:
+            out = _INT4_MM(flat.float().contiguous(), kernel[0], self.group_size, kernel[1])
+        return out.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, group_size={self.group_size}"
@@ -222,7 +273,13 @@ class QuantizedEmbedding(_QuantizedWeight):
         return module.quantize_(embedding.weight)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, self.dequantize(), self.padding_idx)
+        if torch.is_grad_enabled() or self._dequantized is not None:
+            return F.embedding(ids, self.dequantize(), self.padding_idx)
+        # only the looked-up rows are dequantized: no float copy of the table
+        rows = ids.reshape(-1)
+        return dequantize_weight(
+            self.qweight[rows], self.scales[rows], self.bits, self.group_size, self._cols, self.compute_dtype
+        ).view(*ids.shape, self._cols)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, bits={self.bits}, group_size={self.group_size}"

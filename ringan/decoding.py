@@ -1,0 +1,225 @@
+"""Fast generation outside `model.generate()`: prefill, then one lean step per token, sampling done here.
+
+Ringan's state has a fixed size, so a decode step is a handful of small matmuls; at that size the framework,
+not the arithmetic, sets the pace (transformers' `generate` loop alone costs ~1.5 ms a step). `Decoder` keeps
+the loop to the model's own one-token forward and a few tensor ops, for a batch of left-padded prompts at once;
+rows that finish drop out of the batch. Two back ends do the forward:
+
+- `"torch"`: the model itself (any attention type, float or int8/int4 weights);
+- `"onnx"`: the `ringan export onnx` graphs in ONNX Runtime (batch 1), exported once into a cache folder.
+
+`model.generate()` stays fully supported; this module is what `ringan generate` / `ringan chat` use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen (as `generate()`'s `do_sample`, `temperature`, `top_k`, `top_p`,
+    `repetition_penalty`): greedy when `greedy`, else a draw from the warped distribution."""
+
+    greedy: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+
+
+def next_tokens(
+    logits: torch.Tensor, sampling: Sampling, seen: torch.Tensor | None, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """`[B, V]` logits -> `[B]` token ids. `seen` `[B, V]` bool marks the tokens of each row so far (prompt and
+    generated), penalised as transformers' `RepetitionPenaltyLogitsProcessor` does."""
+    logits = logits.float()
+    if sampling.repetition_penalty != 1.0 and seen is not None:
+        penalised = torch.where(logits > 0, logits / sampling.repetition_penalty, logits * sampling.repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
+    if sampling.greedy:
+        return logits.argmax(-1)
+    logits = logits / sampling.temperature
+    if 0 < sampling.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, sampling.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if sampling.top_p < 1.0:
+        ordered, order = torch.sort(logits, dim=-1, descending=False)
+        cumulative = ordered.softmax(-1).cumsum(-1)
+        drop = cumulative <= 1 - sampling.top_p  # the low tail whose mass is at most 1 - top_p
+        drop[:, -1] = False  # the most likely token always stays
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+
+class TorchStep:
+    """The model's own forward, one token per row, carrying a `RinganCache`."""
+
+    name = "torch"
+
+    def __init__(self, model):
+        self.model = model.eval()
+
+    @torch.inference_mode()
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, conditioning: dict):
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1, **conditioning
+        )
+        return out.logits[:, -1], out.cache
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor, cache):
+        return self.model(input_ids=tokens[:, None], cache=cache, use_cache=True).logits[:, -1], cache
+
+    @staticmethod
+    def keep_rows(cache, rows: torch.Tensor):
+        cache.batch_select_indices(rows)
+        return cache
+
+
+class OnnxStep:
+    """The exported prefill/decode graphs in ONNX Runtime (batch 1)."""
+
+    name = "onnx"
+
+    def __init__(self, folder: str | Path, threads: int | None = None):
+        from .conversion.onnx_export import OnnxRingan
+
+        self.runner = OnnxRingan(folder, threads=threads)
+
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, conditioning: dict):
+        if input_ids.shape[0] != 1:
+            raise ValueError("the ONNX runtime decodes one conversation at a time (batch 1)")
+        # batch 1: ids as ints, token lists (and their masks) as lists
+        self.runner.set_conditioning(
+            **{k: v[0].tolist() if v.dim() > 1 else int(v[0]) for k, v in conditioning.items()}
+        )
+        ids = input_ids[0][attention_mask[0].bool()] if attention_mask is not None else input_ids[0]
+        logits, state = self.runner.feed(ids.tolist(), self.runner.initial_state())
+        return torch.from_numpy(logits)[None], state
+
+    def step(self, tokens: torch.Tensor, state):
+        logits, state = self.runner.feed([int(tokens[0])], state)
+        return torch.from_numpy(logits)[None], state
+
+    @staticmethod
+    def keep_rows(state, rows: torch.Tensor):
+        return state  # batch 1: the only row is kept until it finishes
+
+
+class Decoder:
+    """Generate continuations for a batch of token-id prompts with a back end (`TorchStep` or `OnnxStep`).
+
+    Example:
+        >>> decoder = Decoder(TorchStep(model), stop_ids={tokenizer.eos_token_id})
+        >>> out = decoder.generate([tokenizer("Halo")["input_ids"]], max_new_tokens=20, sampling=Sampling(greedy=True))
+    """
+
+    def __init__(self, backend, stop_ids: Sequence[int] = (), pad_token_id: int = 0, vocab_size: int | None = None):
+        self.backend = backend
+        self.stop_ids = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
+        self.pad_token_id = pad_token_id
+        self.vocab_size = vocab_size
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        sampling: Sampling = Sampling(),
+        conditioning: dict | None = None,
+        seed: int | None = None,
+        on_step: Callable[[list[int], list[int]], None] | None = None,
+    ) -> list[list[int]]:
+        """The new tokens of each prompt (the stop token that ended a row included). `conditioning`: the model's
+        conditioning inputs for the whole batch (e.g. `context_input_ids` `[B, L]`). `on_step(rows, tokens)` is
+        called after every step with the original indices of the rows still running and their new tokens."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        width = max(len(p) for p in prompts)
+        batch = len(prompts)
+        input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((batch, width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding: padding takes no state and no position
+            input_ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+            mask[i, width - len(p) :] = 1
+        conditioning = dict(conditioning or {})
+        logits, state = self.backend.prefill(input_ids, mask if not bool(mask.all()) else None, conditioning)
+        vocab = self.vocab_size or logits.shape[-1]
+        seen = None
+        if sampling.repetition_penalty != 1.0:
+            seen = torch.zeros(batch, logits.shape[-1], dtype=torch.bool)
+            seen.scatter_(1, input_ids.clamp(max=logits.shape[-1] - 1), mask.bool())
+        rows = torch.arange(batch)
+        outputs: list[list[int]] = [[] for _ in prompts]
+        for step in range(max_new_tokens):
+            tokens = next_tokens(logits[:, :vocab], sampling, seen, generator)
+            for row, token in zip(rows.tolist(), tokens.tolist()):
+                outputs[row].append(token)
+            if on_step is not None:
+                on_step(rows.tolist(), tokens.tolist())
+            if seen is not None:
+                seen[torch.arange(len(rows)), tokens] = True
+            running = (
+                ~torch.isin(tokens, self.stop_ids) if len(self.stop_ids) else torch.ones_like(tokens, dtype=torch.bool)
+            )
+            if step == max_new_tokens - 1 or not bool(running.any()):
+                break
+            if not bool(running.all()):  # finished rows leave the batch
+                keep = running.nonzero()[:, 0]
+                rows, tokens = rows[keep], tokens[keep]
+                state = self.backend.keep_rows(state, keep)
+                seen = seen[keep] if seen is not None else None
+            logits, state = self.backend.step(tokens, state)
+        return outputs
+
+
+def onnx_cache_folder(model_dir: str | Path, quantize: str | None) -> Path:
+    """Where the ONNX export of a model folder is kept: keyed by the weights' content, so a retrained model gets
+    a new export (`RINGAN_CACHE` overrides `~/.cache/ringan`)."""
+    weights = Path(model_dir) / "model.safetensors"
+    digest = hashlib.sha256()
+    with weights.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    root = Path(os.environ.get("RINGAN_CACHE", Path.home() / ".cache" / "ringan"))
+    return root / "onnx" / f"{digest.hexdigest()[:16]}-{quantize or 'fp32'}"
+
+
+def onnx_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_backend(model, model_dir: str | Path | None, runtime: str = "auto", threads: int | None = None):
+    """The decode back end for `runtime` (`auto`: ONNX Runtime when it is installed and the model is a saved
+    folder, else torch). Returns `(backend, description)`; the ONNX export happens once per model."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime == "onnx" and not onnx_available():
+        raise ImportError("the ONNX runtime needs onnxruntime and onnxscript: pip install 'ringan[export]'")
+    use_onnx = runtime == "onnx" or (runtime == "auto" and model_dir is not None and onnx_available())
+    if not use_onnx:
+        return TorchStep(model), "torch"
+    from .conversion.onnx_export import META_FILE, export_onnx
+
+    quantize = "int8" if (model.config.quantization or {}).get("bits") == 8 else None
+    folder = onnx_cache_folder(model_dir, quantize)
+    if not (folder / META_FILE).is_file():
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        export_onnx(model_dir, tmp, quantize)
+        os.replace(tmp, folder)
+    return OnnxStep(folder, threads), f"onnx ({quantize or 'fp32'}, {folder})"
