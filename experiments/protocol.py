@@ -25,7 +25,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RINGAN_DATA", REPO.parent / "shared" / "data"))
 WORK = Path(os.environ.get("RINGAN_EXP_DIR", "/tmp/ringan-exp"))
-RESULTS = REPO / "experiments" / "results"
+RESULTS = Path(os.environ.get("RINGAN_RESULTS_DIR", REPO / "experiments" / "results"))  # where the JSONs go
 
 SEQ_LEN = 1024
 VOCAB_SIZE = 10000
