@@ -111,7 +111,7 @@ def get_tokenizer(splits: Splits):
     return AutoTokenizer.from_pretrained(str(folder))
 
 
-def _cached(name: str, build):
+def cached(name: str, build):
     path = WORK / "cache" / f"{name}.pt"
     if path.exists():
         return torch.load(path, weights_only=False)
@@ -150,7 +150,7 @@ def pretrain_blocks(splits: Splits, tok) -> list[dict]:
         blocks = text_to_examples(splits.text_train, tok, SEQ_LEN)
         return blocks + packed(entry_examples(splits.smd_train, tok))
 
-    return _cached("pretrain_blocks", build)
+    return cached("pretrain_blocks", build)
 
 
 def heldout_sets(splits: Splits, tok) -> dict[str, list[dict]]:
@@ -165,7 +165,7 @@ def heldout_sets(splits: Splits, tok) -> dict[str, list[dict]]:
             "corpus": entry_examples(splits.corpus_val, tok),
         }
 
-    return _cached("heldout", build)
+    return cached("heldout", build)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -217,7 +217,14 @@ def collator(model, with_conditioning: bool):
 
 
 def train_phase(
-    model, blocks: list[dict], out_dir: Path, steps: int, lr: float, seed: int, with_conditioning: bool = False
+    model,
+    blocks: list[dict],
+    out_dir: Path,
+    steps: int,
+    lr: float,
+    seed: int,
+    with_conditioning: bool = False,
+    save_steps: int | None = None,
 ) -> dict:
     """One training phase on the package's Trainer arguments (warm-up 5%, cosine to 0), resumable from its
     checkpoints. Returns the loss history and timing."""
@@ -234,7 +241,7 @@ def train_phase(
         warmup_steps=max(1, int(0.05 * steps)),
         seed=seed,
         logging_steps=10,
-        save_steps=max(steps // 4, 50),
+        save_steps=save_steps or max(steps // 4, 50),
         save_total_limit=1,
     )
     args.disable_tqdm = True

@@ -1,0 +1,302 @@
+"""Ringan-base: pre-train the base model that ships inside the package, evaluate it, and ship it (issue: base).
+
+The recipe is fixed here and in `protocol.py`: the held-out part of every source (2% of each text file's
+characters, 10% of each dialogue file by entry), the protocol's tokenizer (byte-level BPE, vocab 10000, trained on
+the training parts of every source and of the bundled corpus), the architecture chosen by the mixer and
+conditioning experiments (`BASE_CONFIG`), EPOCHS passes over the text, the IndoSMD dialogues and the XPersona
+training split, on the package's Trainer arguments. Long runs checkpoint every SAVE_STEPS and resume.
+
+    python experiments/base_model.py pretrain      # resumable; checkpoints in $RINGAN_EXP_DIR/base
+    python experiments/base_model.py evaluate      # held-out bits/byte per source, chars/token
+    python experiments/base_model.py ship          # int8 into ringan/base/ with its model card
+    python experiments/base_model.py finetune      # quickstart from the base vs from scratch; XPersona fine-tune
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import protocol as P  # noqa: E402
+
+OUT = P.RESULTS / "base"
+WORK = P.WORK / "base"
+BASE_CONFIG = {
+    "attention_type": "gated_delta",
+    "conv_size": 4,
+    "use_output_gate": True,
+    "conditioning": "text",
+    "dropout": 0.0,  # every sequence is seen a few times at most
+    "conditioning_dropout": 0.1,
+}
+LEARNING_RATE = 3e-3
+EPOCHS = 3
+SAVE_STEPS = 250
+PACKAGE_BASE = P.REPO / "ringan" / "base"
+
+
+def training_rows(splits, tok) -> list[dict]:
+    """Text windows (packed, no conditioning) and dialogue entries (one per sequence, with their Topik/Konteks)."""
+    from ringan.data import LabelVocab
+    from ringan.training import text_to_examples
+
+    def build():
+        rows = text_to_examples(splits.text_train, tok, P.SEQ_LEN)
+        rows += P.entry_examples(splits.smd_train + splits.xp_train, tok, LabelVocab([]), LabelVocab([]))
+        return rows
+
+    return P.cached("base_rows", build)
+
+
+def model_dir() -> Path:
+    return WORK / "model"
+
+
+def pretrain(args) -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("RINGAN_THREADS", "1")))
+    splits = P.load_splits()
+    tok = P.get_tokenizer(splits)
+    rows = training_rows(splits, tok)
+    random.Random(0).shuffle(rows)
+    steps = args.max_steps or math.ceil(EPOCHS * len(rows) / P.BATCH_SIZE)
+    n_tokens = sum(len(r["input_ids"]) for r in rows)
+    model = P.build_model({"kind": "ringan", **BASE_CONFIG}, len(tok), seed=0)
+    P.log(
+        f"base: {sum(p.numel() for p in model.parameters()):,} parameters; {len(rows)} sequences, {n_tokens:,} tokens"
+        f" per epoch; {steps} steps ({EPOCHS} epochs) at lr {LEARNING_RATE}"
+    )
+    start = time.time()
+    history = P.train_phase(
+        model, rows, WORK / "run", steps, LEARNING_RATE, seed=0, with_conditioning=True, save_steps=SAVE_STEPS
+    )
+    model.save_pretrained(str(model_dir()))
+    tok.save_pretrained(str(model_dir()))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    P.write_json(
+        OUT / "pretrain.json",
+        {
+            "config": BASE_CONFIG,
+            "learning_rate": LEARNING_RATE,
+            "epochs": EPOCHS,
+            "steps": steps,
+            "tokens_per_epoch": n_tokens,
+            "history": history["history"],
+            "seconds_this_session": time.time() - start,
+            "tokens_this_session": history["tokens"],
+            "peak_rss_mib": peak,
+        },
+    )
+    P.log(f"base: saved {model_dir()} ({time.time() - start:.0f} s, peak RSS {peak:.0f} MiB)")
+
+
+def evaluate(args) -> None:
+    """Held-out bits per byte of the base on each source's held-out part, and chars/token there."""
+    from transformers import AutoModelForCausalLM
+
+    import ringan  # noqa: F401
+    from ringan.training import text_to_examples
+
+    splits = P.load_splits()
+    tok = P.get_tokenizer(splits)
+    model = AutoModelForCausalLM.from_pretrained(str(args.model or model_dir())).eval()
+    report = {}
+    for source, lines in splits.text_heldout.items():
+        examples = text_to_examples(lines, tok, P.SEQ_LEN)
+        metrics = P.evaluate(model, examples)
+        chars = sum(len(line) for line in lines)
+        tokens = sum(len(ids) for ids in tok([ln + "\n\n" for ln in lines], add_special_tokens=False)["input_ids"])
+        report[source] = {**metrics, "chars_per_token": chars / tokens}
+        P.log(f"{source}: bpb {metrics['bits_per_byte']:.4f}, {chars / tokens:.2f} chars/token")
+    for name, entries in (("indosmd", splits.smd_val), ("xpersona", splits.xp_val), ("corpus", splits.corpus_val)):
+        metrics = P.evaluate(model, P.entry_examples(entries, tok))
+        from ringan.data import render_entry
+
+        texts = [render_entry(e) for e in entries]
+        tokens = sum(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
+        report[name] = {**metrics, "chars_per_token": sum(map(len, texts)) / tokens}
+        P.log(f"{name}: bpb {metrics['bits_per_byte']:.4f}")
+    P.write_json(OUT / f"evaluate{args.tag}.json", report)
+
+
+SOURCES_TABLE = """\
+| file | source | licence |
+| --- | --- | --- |
+| `prose-id.txt` | IDK-MRC contexts (Indonesian Wikipedia), IndoNLI premises, TICO-19, Tatoeba | CC BY-SA 4.0; CC BY-SA; CC0; CC BY 2.0 FR |
+| `xpersona-id-valid.txt` (training split) | XPersona, Indonesian validation split (HLTCHKUST/Xpersona) | MIT |
+| `pretrain/dlg_indosmd.txt` | dehanalkautsar/IndoToD (IndoSMD) | CC BY-SA 4.0 |
+| `pretrain/xed_id_subtitles.txt` | Helsinki-NLP/XED (OpenSubtitles projections) | CC BY 4.0 |
+| `pretrain/talpco.txt` | matbahasa/TALPCo | CC BY 4.0 |
+| `pretrain/tatoeba.txt` | facebookresearch/LASER (Tatoeba) | CC BY 2.0 FR |
+| `pretrain/stif.txt` | haryoa/stif-indonesia | MIT |
+| `pretrain/indonlu_informal.txt`, `pretrain/indonlu_formal.txt` | IndoNLP/indonlu | Apache-2.0 (NusaCrowd lists CC BY-SA 4.0) |
+| `pretrain/indolem_tweets.txt` | indolem/indolem | CC BY 4.0 / CC BY-SA 4.0 (per NusaCrowd/SEACrowd) |
+| `pretrain/nusax.txt` | IndoNLP/nusax | CC BY-SA 4.0 |
+| `pretrain/nusawrites.txt` | IndoNLP/nusa-writes | Apache-2.0 (NusaCrowd lists CC BY-SA 4.0) |
+| `pretrain/frog_stories.txt` | matbahasa/corpus-frog-storytelling | CC BY-SA 4.0 |
+| `pretrain/pantun.txt` | ilhamfp/puisi-pantun-generator | MIT |
+| `pretrain/figqa.txt` | simran-khanuja/Multilingual-Fig-QA | MIT |
+| `pretrain/ud.txt` | UniversalDependencies UD_Indonesian-GSD, -CSUI, -PUD | CC BY-SA 4.0 / CC BY-SA 3.0 |
+| `pretrain/ntrex.txt` | MicrosoftTranslator/NTREX | CC BY-SA 4.0 |
+| `pretrain/indonli.txt` | ir-nlp-csui/indonli | CC BY-SA (Wikipedia CC BY-SA 3.0, UD CC BY-SA, IndoSum Apache-2.0) |
+| `pretrain/idkmrc.txt` | rifkiaputri/IDK-MRC (contexts from TyDiQA, SQuAD 2.0 MT) | CC BY-SA 4.0 (per NusaCrowd); TyDiQA Apache-2.0 |
+| `pretrain/minangnlp_wiki.txt` | fajri91/minangNLP (Indonesian side) | MIT |
+| `pretrain/gunnxx_mt.txt` | gunnxx/indonesian-mt-data | CC BY-SA 4.0 (per NusaCrowd) |
+| `pretrain/indocoref.txt` | valentinakania/indocoref | MIT |
+| the bundled corpus (training split, tokenizer only) | written for the Ringan project | Apache-2.0 |
+"""
+
+MODEL_CARD = """\
+---
+library_name: transformers
+language:
+- id
+license: cc-by-sa-4.0
+pipeline_tag: text-generation
+tags:
+- ringan
+- linear-attention
+- gated-deltanet
+- dialogue
+---
+
+# Ringan-base (int8)
+
+The base model that ships inside the `ringan` package: a {params:,}-parameter decoder-only model for Indonesian
+(Gated DeltaNet mixer with a short convolution and an output gate, RoPE, topic/context vectors from the Topik and
+Konteks text), pre-trained for {epochs} epochs ({tokens:,} tokens) on the public Indonesian text listed below, and
+stored in int8 (per-row scales; {size_mb:.2f} MB of weights, config and tokenizer). Fine-tune it on your own dialogues:
+`ringan train --data my_dialogues.txt` starts from it by default; `ringan generate --model base` talks with it.
+
+## Held-out bits per byte (int8)
+
+| source | bits/byte | chars/token |
+| --- | --- | --- |
+{heldout_rows}
+
+Held out: the last 2% of the characters of every text file, 10% of the entries of every dialogue file (seed 0);
+none of it was seen in training or by the tokenizer.
+
+## Training data
+
+Every source and its licence (as stated by the source; CC BY and CC BY-SA sources require attribution, which this
+card gives). Because several sources are CC BY-SA, the weights are released under CC BY-SA 4.0.
+
+{sources}
+
+## How it was made
+
+`python experiments/base_model.py pretrain && python experiments/base_model.py ship` in the Ringan repository
+(`experiments/RESULTS.md` holds the measurements). Learning rate {lr}, batch 4 x 1024 tokens, AdamW
+(beta2 0.98, weight decay 0.01), warm-up 5% then cosine decay, dropout 0, conditioning dropout
+{cd}. A small base writes Indonesian-looking text that stays near its topic; it is not a fluent chat model.
+"""
+
+
+def ship(args) -> None:
+    """Quantize the pre-trained base to int8 and write it into the package (`ringan/base/`)."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    import ringan  # noqa: F401
+    from ringan.modeling.quantization import quantize_model_
+
+    splits = P.load_splits()
+    tok = P.get_tokenizer(splits)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir())).eval()
+    params = sum(p.numel() for p in model.parameters())
+    quantize_model_(model, bits=8)
+    tmp = PACKAGE_BASE.with_name("base.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    for code in tmp.glob("*.py"):  # the package's own classes load it; a stale copy of the code would mislead
+        code.unlink()
+    config = json.loads((tmp / "config.json").read_text())
+    config.pop("auto_map", None)
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    newline_ids = [i for t, i in tok.get_vocab().items() if t and set(t) <= {"Ċ", "Ġ", "ĉ"} and "Ċ" in t]
+    GenerationConfig(
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=[tok.eos_token_id, *sorted(newline_ids)],  # a turn ends at its newline
+        pad_token_id=tok.pad_token_id,
+        max_new_tokens=120,
+        do_sample=True,
+        temperature=0.8,
+        top_k=50,
+        top_p=0.95,
+        repetition_penalty=1.1,
+    ).save_pretrained(str(tmp))
+    # held-out figures of the int8 model, and the sample a test re-scores (the bundled corpus's held-out entries)
+    shipped = AutoModelForCausalLM.from_pretrained(str(tmp)).eval()
+    heldout = {}
+    for source, lines in splits.text_heldout.items():
+        from ringan.training import text_to_examples
+
+        heldout[source] = P.evaluate(shipped, text_to_examples(lines, tok, P.SEQ_LEN))["bits_per_byte"]
+    for name, entries in (("indosmd", splits.smd_val), ("xpersona", splits.xp_val), ("corpus", splits.corpus_val)):
+        heldout[name] = P.evaluate(shipped, P.entry_examples(entries, tok))["bits_per_byte"]
+    evaluated = json.loads((OUT / "evaluate.json").read_text()) if (OUT / "evaluate.json").exists() else {}
+    rows = "\n".join(
+        f"| {name} | {bpb:.4f} | {evaluated.get(name, {}).get('chars_per_token', float('nan')):.2f} |"
+        for name, bpb in heldout.items()
+    )
+    pretrain = json.loads((OUT / "pretrain.json").read_text())
+    size = sum(p.stat().st_size for p in tmp.iterdir())
+    meta = {
+        "name": "ringan-base",
+        "parameters": params,
+        "quantization": config.get("quantization"),
+        "bytes": size,
+        "heldout_bits_per_byte": heldout,
+        "sample": "the bundled corpus's held-out entries (ringan.data.split_entries(load_default_corpus(), 0.1, seed=0))",
+        "sample_bits_per_byte": heldout["corpus"],
+        "tokens_per_epoch": pretrain["tokens_per_epoch"],
+        "epochs": pretrain["epochs"],
+    }
+    (tmp / "ringan_base.json").write_text(json.dumps(meta, indent=1) + "\n")
+    card = MODEL_CARD.format(
+        params=params,
+        epochs=pretrain["epochs"],
+        tokens=pretrain["tokens_per_epoch"] * pretrain["epochs"],
+        size_mb=size / 1e6,
+        heldout_rows=rows,
+        sources=SOURCES_TABLE,
+        lr=pretrain["learning_rate"],
+        cd=BASE_CONFIG["conditioning_dropout"],
+    )
+    (tmp / "README.md").write_text(card)
+    shutil.rmtree(PACKAGE_BASE, ignore_errors=True)
+    os.replace(tmp, PACKAGE_BASE)
+    size = sum(p.stat().st_size for p in PACKAGE_BASE.iterdir())
+    P.log(
+        f"shipped {PACKAGE_BASE}: {size / 1e6:.2f} MB; held-out bpb "
+        + ", ".join(f"{k} {v:.3f}" for k, v in heldout.items())
+    )
+    P.write_json(OUT / "ship.json", meta | {"bytes": size})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=["pretrain", "evaluate", "ship", "finetune"])
+    parser.add_argument("--model", help="evaluate this folder instead of the pre-trained base")
+    parser.add_argument("--tag", default="", help="suffix of the result file")
+    parser.add_argument("--max-steps", type=int, default=0, help="stop early (a smoke test of the recipe)")
+    args = parser.parse_args()
+    P.require_data()
+    {"pretrain": pretrain, "evaluate": evaluate, "ship": ship}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
