@@ -1,14 +1,13 @@
-"""Experiment 3: what happens past the training length (1024)?
+"""What happens past the training length (1024)? Loss in position bins out to ~148k tokens.
 
-    python experiments/long_context.py                      # final checkpoints (prose + dialogue)
-    python experiments/long_context.py --checkpoint prose   # the checkpoints after prose pre-training only
+    python experiments/long_context.py --runs NAME [NAME ...]   # mixer_choice.py final runs (kept models)
 
-The stream: the held-out prose (the last 15% of prose-id.txt by characters, never trained on), its lines
-shuffled with a fixed seed (so the kind of text does not drift along the stream) and concatenated, each line
-as in pre-training (`<s>` line `\\n\\n` `</s>`). These are unrelated sentences and paragraphs: the stream
+The stream: the held-out prose of every text source (the protocol's last 2% of each file, never trained on), its
+lines shuffled with a fixed seed (so the kind of text does not drift along the stream) and concatenated, each
+line as in pre-training (`<s>` line `\\n\\n` `</s>`). These are unrelated sentences and paragraphs: the stream
 measures robustness far past the training length, not the use of long-range information.
 
-Models: the final (prose + dialogue) checkpoints of experiment 1, trained on sequences of 1024 tokens.
+Models: final runs of the mixer experiment (pre-training + dialogue fine-tuning), trained on 1024-token sequences.
   - Ringan, carried: the whole stream in segments of 1024 with a `RinganCache` carrying the state (and the
     RoPE position) from segment to segment, so position p sees all p earlier tokens.
   - Ringan, reset (control): a fresh state every 1024 tokens (the training condition).
@@ -28,16 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common as C  # noqa: E402
+import protocol as P  # noqa: E402
 
-RINGAN = ["retention", "linear", "gated"]
 SEGMENT = 1024
 LLAMA_TOKENS = 32768
-OUT = C.RESULTS / "long_context.json"
+OUT = P.RESULTS / "long_context.json"
 
 
-def build_stream(data, tok) -> list[int]:
-    lines = list(data.prose_heldout)
+def build_stream(splits, tok) -> list[int]:
+    lines = [line for held in splits.text_heldout.values() for line in held]
     random.Random(0).shuffle(lines)
     ids: list[int] = []
     for line in lines:
@@ -125,7 +123,7 @@ def plot(curves: dict, bins, n: int, suffix: str) -> None:
 
     centers = [math.sqrt(max(a, 1) * b) for a, b in bins]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    colors = {"retention": "C0", "linear": "C1", "gated": "C2", "llama": "C3"}
+    colors = {model: f"C{i}" for i, model in enumerate(dict.fromkeys(name.split("/")[0] for name in curves))}
     for name, curve in curves.items():
         model, mode = name.split("/")
         xs = [c for c, v in zip(centers, curve) if v is not None]
@@ -146,7 +144,7 @@ def plot(curves: dict, bins, n: int, suffix: str) -> None:
         ax.grid(alpha=0.3)
         ax.set_xlabel("position in the stream (tokens, log scale); dotted: training length")
     axes[0].set_ylabel("loss (nats/token), bin mean")
-    axes[0].set_title(f"held-out prose stream, {n} tokens ({suffix.strip('_') or 'final'} checkpoints)")
+    axes[0].set_title(f"held-out prose stream, {n} tokens")
     axes[0].set_ylim(top=min(12, axes[0].get_ylim()[1]))
     axes[0].legend(fontsize=7)
     axes[1].axhline(1.0, color="k", lw=0.8)
@@ -155,108 +153,88 @@ def plot(curves: dict, bins, n: int, suffix: str) -> None:
     axes[1].set_title("relative to the within-training-length control")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(C.RESULTS / f"long_context{suffix}.png", dpi=110)
+    fig.savefig(P.RESULTS / f"long_context{suffix}.png", dpi=110)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", required=True, help="mixer_choice.py run names with a kept model")
     parser.add_argument("--llama-tokens", type=int, default=LLAMA_TOKENS)
-    parser.add_argument(
-        "--checkpoint",
-        choices=["final", "prose"],
-        default="final",
-        help="final: prose + dialogue (the models of experiment 1's table); prose: after pre-training only",
-    )
     parser.add_argument("--replot", action="store_true", help="redraw the figure from the saved JSON only")
     args = parser.parse_args()
-    suffix = "" if args.checkpoint == "final" else f"_{args.checkpoint}"
     if args.replot:
-        saved = json.loads(OUT.with_name(f"long_context{suffix}.json").read_text())
-        plot(saved["curves"], [tuple(b) for b in saved["bins"]], saved["stream_tokens"] - 1, suffix)
+        saved = json.loads(OUT.read_text())
+        plot(saved["curves"], [tuple(b) for b in saved["bins"]], saved["stream_tokens"] - 1, "")
         return
-    C.require_data()
+    P.require_data()
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import ringan  # noqa: F401
+
+    torch.set_num_threads(1)
     start = time.time()
-    C.setup(0)
-    data = C.load_data()
-    tok = C.get_tokenizer(data)
-    ids = build_stream(data, tok)
+    splits = P.load_splits()
+    tok = P.get_tokenizer(splits)
+    ids = build_stream(splits, tok)
     n = len(ids) - 1  # predicted tokens
     bins = bins_for(n)
-    C.log(f"stream: {len(data.prose_heldout)} held-out prose lines, {len(ids)} tokens; bins {bins}")
-    curves, timing, nlls = {}, {}, {}
-    for name in RINGAN + ["llama"]:
-        folder = C.WORK / "exp1" / name / args.checkpoint
-        if not (folder / "config.json").exists():
-            raise SystemExit(f"{folder} is missing: run `python experiments/attention_choice.py --stage main` first")
-        model = C.load_model(folder).eval()
-        modes = ["carried", "reset"] if name != "llama" else ["single", "reset"]
+    P.log(f"stream: {len(ids)} tokens of held-out prose; bins {bins}")
+    curves, timing, nlls, kinds = {}, {}, {}, {}
+    for run in args.runs:
+        model = AutoModelForCausalLM.from_pretrained(str(P.WORK / "mixer" / run / "model")).eval()
+        name = run.split("_lr")[0]
+        kinds[name] = "ringan" if P.is_ringan(model) else "llama"
+        modes = ["carried", "reset"] if kinds[name] == "ringan" else ["single", "reset"]
         for mode in modes:
             t = time.time()
-            if name == "llama":
+            if kinds[name] == "llama":
                 nll = llama_nll(model, ids, args.llama_tokens if mode == "single" else None)
             else:
                 nll = ringan_nll(model, ids, carry=mode == "carried")
             timing[f"{name}/{mode}"] = {"seconds": time.time() - t, "tokens": len(nll)}
             curves[f"{name}/{mode}"] = binned(nll, bins)
             nlls[f"{name}/{mode}"] = nll
-            C.log(f"{name}/{mode}: {len(nll)} tokens in {time.time() - t:.1f}s, mean loss {float(nll.mean()):.4f}")
-    plot(curves, bins, n, suffix)
+            P.log(f"{name}/{mode}: {len(nll)} tokens in {time.time() - t:.1f}s, mean loss {float(nll.mean()):.4f}")
+    plot(curves, bins, n, "")
 
     rows = ["| position bin | " + " | ".join(curves) + " |", "| --- |" + " --- |" * len(curves)]
     for i, (a, b) in enumerate(bins):
         cells = [f"{curves[k][i]:.3f}" if curves[k][i] is not None else "–" for k in curves]
         rows.append(f"| [{a}, {b}) | " + " | ".join(cells) + " |")
     table = "\n".join(rows)
-
     a, b = bins[-1]
     summary_rows = [
-        "| model | loss, positions < 1024 (carried = reset here) | loss, whole stream with reset every 1024 | "
-        f"last bin [{a}, {b}) carried | same tokens, reset every 1024 | last bin / reset (same tokens) | "
-        "last bin / positions < 1024 |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| model | loss, positions < 1024 | last bin [{a}, {b}), state carried | same tokens, reset every 1024 | "
+        "last bin / reset (same tokens) |",
+        "| --- | --- | --- | --- | --- |",
     ]
     summary = {}
-    for name in RINGAN:
-        carried, reset = nlls[f"{name}/carried"], nlls[f"{name}/reset"]
-        first = float(carried[:1023].mean())
-        last, last_reset = float(carried[a:b].mean()), float(reset[a:b].mean())
-        whole_reset = float(reset.mean())
+    for name, kind in kinds.items():
+        if kind == "ringan":
+            long, reset = nlls[f"{name}/carried"], nlls[f"{name}/reset"]
+            lb = (a, b)
+        else:
+            long, reset = nlls[f"{name}/single"], nlls[f"{name}/reset"]
+            lb = [(x, y) for x, y in bins if y <= len(long) + 1][-1]
+        last, last_reset = float(long[lb[0] : lb[1]].mean()), float(reset[lb[0] : lb[1]].mean())
         summary[name] = {
-            "first_1024": first,
-            "reset_whole": whole_reset,
-            "last_bin": last,
-            "last_bin_reset": last_reset,
-            "ratio_last_vs_reset_same_tokens": last / last_reset,
-            "ratio_last_vs_first_1024": last / first,
-            "ratio_last_vs_reset_whole": last / whole_reset,
+            "first_1024": float(long[:1023].mean()),
+            "last_bin": list(lb),
+            "last": last,
+            "reset": last_reset,
         }
+        label = name if kind == "ringan" else f"{name} (one forward of {len(long) + 1} tokens; bin [{lb[0]}, {lb[1]}))"
         summary_rows.append(
-            f"| {name} | {first:.3f} | {whole_reset:.3f} | {last:.3f} | {last_reset:.3f} | {last / last_reset - 1:+.1%} | "
-            f"{last / first - 1:+.1%} |"
+            f"| {label} | {summary[name]['first_1024']:.3f} | {last:.3f} | {last_reset:.3f} | {last / last_reset - 1:+.1%} |"
         )
-    single, reset = nlls["llama/single"], nlls["llama/reset"]
-    lb = [(x, y) for x, y in bins if y <= len(single) + 1][-1]
-    summary["llama"] = {
-        "tokens": len(single) + 1,
-        "last_bin": list(lb),
-        "single_last_bin": float(single[lb[0] : lb[1]].mean()),
-        "reset_same_tokens": float(reset[lb[0] : lb[1]].mean()),
-        "first_1024": float(single[:1023].mean()),
-    }
-    summary_rows.append(
-        f"| llama (one forward of {len(single) + 1} tokens; last bin [{lb[0]}, {lb[1]})) | {summary['llama']['first_1024']:.3f} | "
-        f"{float(reset.mean()):.3f} | {summary['llama']['single_last_bin']:.3f} | {summary['llama']['reset_same_tokens']:.3f} | "
-        f"{summary['llama']['single_last_bin'] / summary['llama']['reset_same_tokens'] - 1:+.1%} | "
-        f"{summary['llama']['single_last_bin'] / summary['llama']['first_1024'] - 1:+.1%} |"
-    )
     summary_table = "\n".join(summary_rows)
     print(table + "\n\n" + summary_table)
-    C.write_json(
-        OUT.with_name(f"long_context{suffix}.json"),
+    P.write_json(
+        OUT,
         {
-            "checkpoint": args.checkpoint,
+            "runs": args.runs,
             "stream_tokens": len(ids),
-            "heldout_lines": len(data.prose_heldout),
             "bins": bins,
             "curves": curves,
             "summary": summary,
@@ -266,7 +244,7 @@ def main() -> None:
             "wall_seconds": time.time() - start,
         },
     )
-    C.log(f"done in {time.time() - start:.0f}s")
+    P.log(f"done in {time.time() - start:.0f}s")
 
 
 if __name__ == "__main__":
