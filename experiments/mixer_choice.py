@@ -39,6 +39,15 @@ CANDIDATES = {
     "delta+conv+gate": {"kind": "ringan", "attention_type": "delta", "conv_size": 4, "use_output_gate": True},
     "gated+conv+gate": {"kind": "ringan", "attention_type": "gated", "conv_size": 4, "use_output_gate": True},
     "linear+conv+gate": {"kind": "ringan", "attention_type": "linear", "conv_size": 4, "use_output_gate": True},
+    "gated_delta+conv+gate+swiglu": {  # Llama's FFN at equal parameters (3 x 256 x 688 = 2 x 256 x 1024)
+        "kind": "ringan",
+        "attention_type": "gated_delta",
+        "conv_size": 4,
+        "use_output_gate": True,
+        "gated_mlp": True,
+        "hidden_act": "silu",
+        "intermediate_size": 688,
+    },
 }
 ABLATIONS = {  # run at the best learning rate of their parent
     "gated_delta+gate (no conv)": ("gated_delta+conv+gate", {"conv_size": 0}),

@@ -432,3 +432,16 @@ def test_every_parameter_and_buffer_is_initialised_when_missing_from_the_checkpo
         torch.testing.assert_close(buf, want, msg=name)  # RoPE frequencies, retention decays
     ids = torch.randint(4, 99, (1, 10))
     assert torch.isfinite(loaded(ids).logits).all()
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_mlp_matches_its_formula(gated):
+    from ringan.modeling.modeling_ringan import RinganMLP
+
+    torch.manual_seed(0)
+    config = RinganConfig(vocab_size=99, hidden_size=32, intermediate_size=48, gated_mlp=gated, hidden_act="silu")
+    mlp = RinganMLP(config)
+    x = torch.randn(3, 32)
+    up = x @ mlp.up_proj.weight.T
+    hidden = torch.nn.functional.silu(x @ mlp.gate_proj.weight.T) * up if gated else torch.nn.functional.silu(up)
+    torch.testing.assert_close(mlp(x), hidden @ mlp.down_proj.weight.T)

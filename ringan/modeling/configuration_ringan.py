@@ -61,6 +61,9 @@ class RinganConfig(PreTrainedConfig):
         prefill_segment_size (`int`, *optional*, defaults to 1024):
             Without gradients, longer inputs run through the whole model segment by segment, carrying the
             recurrent state, so memory stays proportional to one segment.
+        gated_mlp (`bool`, *optional*, defaults to `False`):
+            A GLU feed-forward layer, `down(act(gate(x)) * up(x))` (three matrices; SwiGLU with `hidden_act="silu"`,
+            as Llama). At equal parameters its `intermediate_size` is 2/3 of the plain layer's.
         hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the feed-forward layer.
         rope_theta (`float`, *optional*, defaults to 10000.0):
@@ -109,6 +112,7 @@ class RinganConfig(PreTrainedConfig):
     use_output_gate: bool = False  # off by default to keep the 6.7M budget
     chunk_size: int = 64  # chunkwise attention block: O(T*C) work, cache friendly
     prefill_segment_size: int = 1024  # bounds inference memory at any length (measured: benchmarks/README.md)
+    gated_mlp: bool = False  # GLU feed-forward (SwiGLU with silu)
     hidden_act: str = "gelu"  # plain 2-matrix FFN, as in the founding document
     rope_theta: float = 10000.0  # standard RoPE base
     rms_norm_eps: float = 1e-6

@@ -34,13 +34,20 @@ MIXERS = {
 
 
 class RinganMLP(nn.Module):
+    """`down(act(up(x)))`, or with `gated_mlp` the GLU form `down(act(gate(x)) * up(x))` (SwiGLU with silu)."""
+
     def __init__(self, config: RinganConfig):
         super().__init__()
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate_proj = (
+            nn.Linear(config.hidden_size, config.intermediate_size, bias=False) if config.gated_mlp else None
+        )
         self.act = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu}[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_proj is not None:
+            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
         return self.down_proj(self.act(self.up_proj(x)))
 
 
