@@ -175,17 +175,20 @@ def worker(job: dict) -> None:
     # distance: the entry's turns placed far from its header, the gap filled with other entries' turns
     entries = splits.xp_val[: job.get("distance_entries", 12)]
     fillers = [t for e in splits.xp_val[12:] for t in e.turns]
+    filler_tokens = [
+        len(ids) for ids in tok([f"{t.speaker}: {t.text}\n\n" for t in fillers], add_special_tokens=False)["input_ids"]
+    ]
     for distance in DISTANCES:
         for on in (True, False):
             nll = n_bytes = 0.0
             for i, entry in enumerate(entries):
                 text, start = render(entry, arm["context_in_stream"])
                 header, own = text[:start], text[start:]
-                gap, k = "", i * 7
-                while len(tok(gap, add_special_tokens=False)["input_ids"]) < distance:
+                gap, k, gap_tokens = "", i * 7, 0
+                while gap_tokens < distance:  # whole turns of other entries until the gap holds `distance` tokens
                     turn = fillers[k % len(fillers)]
-                    gap += f"{turn.speaker}: {turn.text}\n\n"
-                    k += 1
+                    piece = f"{turn.speaker}: {turn.text}\n\n"
+                    gap, gap_tokens, k = gap + piece, gap_tokens + filler_tokens[k % len(fillers)], k + 1
                 full = header + gap + own
                 a, b = turns_nll(
                     model,
