@@ -147,7 +147,9 @@ def worker(job: dict) -> None:
     config = RinganConfig(**{**pretrained.config.to_dict(), **overrides})
     torch.manual_seed(job["seed"])
     model = RinganForCausalLM(config)
-    missing, unexpected = model.load_state_dict(pretrained.state_dict(), strict=False)
+    # everything but the conditioning (new in every arm) comes from the pre-trained checkpoint
+    weights = {k: v for k, v in pretrained.state_dict().items() if ".conditioning." not in k}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     assert all("conditioning" in k for k in missing + unexpected), (missing, unexpected)
     train_entries = splits.dialogue_train
     topics = LabelVocab.build([e.topic for e in train_entries], 64, "topics", "unknown")
