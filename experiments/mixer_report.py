@@ -23,17 +23,16 @@ def _screen_table(results: dict, tokens: int) -> tuple[list[str], dict]:
     best = {m: best_lr(results, m, tokens) for m in models}
     llama = next((r for r in rows if r["job"]["model"] == "llama" and r["job"]["lr"] == best.get("llama")), None)
     lines = [
-        "| model | params | LR | prose bpb | XPersona bpb | corpus bpb | score | vs Llama (prose / XP / corpus) | tok/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | params | LR | prose bpb | XPersona bpb | corpus bpb | score | vs Llama (prose / XP / corpus) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in sorted(rows, key=lambda r: (models.index(r["job"]["model"]), r["job"]["lr"])):
         m, lr = r["job"]["model"], r["job"]["lr"]
         ratio = " / ".join(f"{bpb(r, s) / bpb(llama, s):.3f}" for s in SETS) if llama else "-"
-        mark = "**" if lr == best[m] else ""
-        speed = r["pretrain"]["tokens"] / r["pretrain"]["seconds"]
+        mark = "**" if lr == best[m] else ""  # speed is not reported: runs shared the machine (benchmarks/ has it)
         lines.append(
             f"| {mark}{m}{mark} | {r['parameters'] / 1e6:.2f}M | {lr:g} | {bpb(r, 'prose'):.4f} | "
-            f"{bpb(r, 'xpersona'):.4f} | {bpb(r, 'corpus'):.4f} | {score(r):.4f} | {ratio} | {speed:,.0f} |"
+            f"{bpb(r, 'xpersona'):.4f} | {bpb(r, 'corpus'):.4f} | {score(r):.4f} | {ratio} |"
         )
     return lines, best
 

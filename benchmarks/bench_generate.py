@@ -1,0 +1,303 @@
+"""Generation speed and memory: `model.generate` vs the lean decode loop (`ringan.decoding`, torch and ONNX
+Runtime back ends), fp32 / int8 / int4 weights, batch 1 and batch 32, after contexts of 1k / 16k / 128k; Llama's
+`generate` in the same table. Every measurement runs in a fresh process.
+
+    python benchmarks/bench_generate.py --model runs/base-fp32            # a saved fp32 model folder
+    python benchmarks/bench_generate.py --quick                           # a random default-size model, short
+
+Also: peak RSS after loading and after 1,000 generated tokens (above the `import torch` floor), greedy tokens of
+the lean loop against `model.generate` over 200 tokens, and int8/int4 greedy agreement with fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common as C  # noqa: E402
+
+NAME = "generate"
+DEFAULT_CONTEXTS = [1024, 16384, 131072]
+QUICK_CONTEXTS = [256, 2048]
+
+
+# ------------------------------------------------------------------------------------------ child side
+
+
+def _load(job: dict):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import ringan  # noqa: F401
+
+    if job["runtime"] == "llama-generate":
+        return C.build_model("llama").eval()
+    if job.get("folder"):
+        return AutoModelForCausalLM.from_pretrained(job["folder"]).eval()
+    torch.manual_seed(0)
+    return C.build_model("ringan").eval()
+
+
+def _stamps_generate(model, ids, new_tokens: int) -> list[float]:
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Stamp(StoppingCriteria):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def __call__(self, input_ids, scores, **kwargs):
+            self.times.append(time.perf_counter())
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    stamp = Stamp()
+    model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=new_tokens + 1,
+        min_new_tokens=new_tokens + 1,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+        stopping_criteria=StoppingCriteriaList([stamp]),
+    )
+    return stamp.times
+
+
+def _stamps_lean(decoder, ids, new_tokens: int) -> list[float]:
+    from ringan.decoding import Sampling
+
+    times: list[float] = []
+    decoder.generate(
+        ids.tolist(),
+        new_tokens + 1,
+        Sampling(greedy=True),
+        on_step=lambda rows, tokens: times.append(time.perf_counter()),
+    )
+    return times
+
+
+def job_speed(job: dict) -> dict:
+    import torch
+
+    from ringan.decoding import Decoder, OnnxStep, TorchStep
+
+    floor = C.rss_mb()
+    model = _load(job)
+    runtime = job["runtime"]
+    decoder = None
+    if runtime == "lean-torch":
+        decoder = Decoder(TorchStep(model), stop_ids=[])
+    elif runtime == "onnx":
+        decoder = Decoder(OnnxStep(job["onnx_folder"], threads=job["threads"]), stop_ids=[])
+        model = None
+    loaded = C.rss_mb()
+    ids = C.random_ids(job["batch"], job["context"], seed=1)
+    warm = C.random_ids(job["batch"], 64, seed=7)
+    with torch.inference_mode():
+        if decoder is None:
+            _stamps_generate(model, warm, 4)
+            stamps = _stamps_generate(model, ids, job["new_tokens"])
+        else:
+            _stamps_lean(decoder, warm, 4)
+            stamps = _stamps_lean(decoder, ids, job["new_tokens"])
+    steps = [b - a for a, b in zip(stamps, stamps[1:])]
+    per_step = (stamps[-1] - stamps[0]) / job["new_tokens"]
+    return {
+        "per_step_ms": 1000 * per_step,
+        "median_step_ms": 1000 * sorted(steps)[len(steps) // 2],
+        "tokens_per_s": job["batch"] / per_step,
+        "prefill_s": stamps[0],
+        "rss_floor_mb": floor,
+        "rss_loaded_mb": loaded,
+        "peak_rss_mb": C.peak_rss_mb(),
+    }
+
+
+def job_memory(job: dict) -> dict:
+    """RSS after loading and after 1,000 generated tokens (lean torch loop, batch 1), above the torch floor."""
+    import torch
+
+    from ringan.decoding import Decoder, Sampling, TorchStep
+
+    floor = C.rss_mb()
+    model = _load(job)
+    loaded = C.rss_mb()
+    decoder = Decoder(TorchStep(model), stop_ids=[])
+    with torch.inference_mode():
+        decoder.generate([C.random_ids(1, 1024, seed=3)[0].tolist()], 1000, Sampling(greedy=True))
+    return {
+        "floor_mb": floor,
+        "after_load_mb": loaded - floor,
+        "after_1000_mb": C.rss_mb() - floor,
+        "peak_mb": C.peak_rss_mb() - floor,
+    }
+
+
+def job_agreement(job: dict) -> dict:
+    """Greedy tokens: the lean loop vs `model.generate` (200 tokens) and each quantized format vs fp32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ringan.decoding import Decoder, Sampling, TorchStep
+
+    prompts = [C.random_ids(1, 64, seed=s)[0].tolist() for s in range(job["prompts"])]
+    reference = AutoModelForCausalLM.from_pretrained(job["folders"]["fp32"]).eval()
+    out: dict = {}
+    with torch.inference_mode():
+        lean = Decoder(TorchStep(reference), stop_ids=[]).generate(prompts, 200, Sampling(greedy=True))
+        same = 0
+        for p, tokens in zip(prompts, lean):
+            generated = reference.generate(
+                torch.tensor([p]), max_new_tokens=200, do_sample=False, eos_token_id=None, pad_token_id=0
+            )
+            same += int(generated[0, len(p) :].tolist() == tokens)
+        out["lean_equals_generate"] = f"{same}/{len(prompts)}"
+        for name, folder in job["folders"].items():
+            if name == "fp32":
+                continue
+            quantized = AutoModelForCausalLM.from_pretrained(folder).eval()
+            got = Decoder(TorchStep(quantized), stop_ids=[]).generate(prompts, 200, Sampling(greedy=True))
+            agree = sum(a == b for x, y in zip(lean, got) for a, b in zip(x, y))
+            out[f"{name}_greedy_agreement"] = agree / sum(len(x) for x in lean)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ parent side
+
+
+def prepare_formats(model_folder: str | None, work: Path) -> dict[str, str]:
+    """fp32 / int8 / int4 folders (and ONNX exports) of the model under test."""
+    import torch
+
+    from ringan.conversion import export_onnx, quantize_folder
+
+    fp32 = work / "fp32"
+    if model_folder:
+        fp32 = Path(model_folder)
+    else:
+        torch.manual_seed(0)
+        C.build_model("ringan").save_pretrained(str(fp32))
+    folders = {"fp32": str(fp32)}
+    for bits in (8, 4):
+        quantize_folder(fp32, work / f"int{bits}", bits=bits)
+        folders[f"int{bits}"] = str(work / f"int{bits}")
+    for quant in (None, "int8"):
+        export_onnx(fp32, work / f"onnx-{quant or 'fp32'}", quant)
+        folders[f"onnx-{quant or 'fp32'}"] = str(work / f"onnx-{quant or 'fp32'}")
+    return folders
+
+
+def main() -> None:
+    p = C.base_parser(__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="a saved fp32 Ringan folder (default: a random default-size model)")
+    p.add_argument("--contexts", default=None, help="comma-separated context lengths (k = 1024)")
+    p.add_argument("--new-tokens", type=int, default=None, help="timed steps at batch 1 (default 200; quick 32)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch-threads", type=int, default=2, help="threads for the batched rows")
+    p.add_argument("--skip-llama", action="store_true")
+    args = p.parse_args()
+    if args.worker:
+        return C.worker_main(args, {"speed": job_speed, "memory": job_memory, "agreement": job_agreement})
+    C.apply_common_args(args)
+    contexts = C.parse_sizes(args.contexts) or (QUICK_CONTEXTS if args.quick else DEFAULT_CONTEXTS)
+    new_tokens = args.new_tokens or (32 if args.quick else 200)
+    script = Path(__file__).resolve()
+    t_start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="ringan-bench-generate-"))
+    C.log("preparing int8/int4 folders and ONNX exports ...")
+    folders = prepare_formats(args.model, work)
+    header = C.header_lines(
+        args.threads, {"model": args.model or "random default-size Ringan", "new tokens": str(new_tokens)}
+    )
+
+    plan = []
+    for ctx in contexts:
+        for weights in ("fp32", "int8", "int4"):
+            plan.append(("generate", weights, 1, ctx))
+            plan.append(("lean-torch", weights, 1, ctx))
+        plan.append(("onnx", "fp32", 1, ctx))
+        plan.append(("onnx", "int8", 1, ctx))
+        for weights in ("fp32", "int8"):
+            plan.append(("lean-torch", weights, args.batch, ctx))
+        if not args.skip_llama and ctx <= 16384:
+            plan.append(("llama-generate", "fp32", 1, ctx))
+    rows = []
+    for runtime, weights, batch, ctx in plan:
+        threads = args.threads if batch == 1 else args.batch_threads
+        steps = new_tokens if batch == 1 else max(new_tokens // 4, 8)
+        job = {"kind": "speed", "runtime": runtime, "batch": batch, "context": ctx, "new_tokens": steps}
+        if runtime == "onnx":
+            job["onnx_folder"] = folders[f"onnx-{weights}"]
+        elif runtime != "llama-generate":
+            job["folder"] = folders[weights]
+        C.log(f"{runtime} {weights} batch {batch} after {ctx} ...")
+        r = C.run_job(script, job, threads)
+        rows.append(
+            [
+                runtime,
+                weights,
+                batch,
+                C.k_label(ctx),
+                threads,
+                r.get("per_step_ms"),
+                r.get("tokens_per_s"),
+                r.get("median_step_ms"),
+                r.get("error"),
+            ]
+        )
+        C.log(f"  {r.get('tokens_per_s', 0):,.0f} tok/s" if "error" not in r else f"  ERROR {r['error']}")
+    memory = {
+        w: C.run_job(script, {"kind": "memory", "runtime": "lean-torch", "folder": folders[w]}, args.threads)
+        for w in ("fp32", "int8", "int4")
+    }
+    agreement = C.run_job(
+        script,
+        {
+            "kind": "agreement",
+            "folders": {k: folders[k] for k in ("fp32", "int8", "int4")},
+            "prompts": 4 if args.quick else 10,
+        },
+        args.threads,
+    )
+    total_s = time.perf_counter() - t_start
+
+    speed_table = C.markdown_table(
+        ["runtime", "weights", "batch", "context", "threads", "ms/step", "tokens/s", "median step ms", "note"], rows
+    )
+    memory_table = C.markdown_table(
+        ["weights", "RSS after load (MiB above torch)", "after 1,000 tokens", "peak", "torch floor MiB"],
+        [
+            [w, m.get("after_load_mb"), m.get("after_1000_mb"), m.get("peak_mb"), m.get("floor_mb")]
+            for w, m in memory.items()
+        ],
+    )
+    body = [
+        C.models_line(),
+        "",
+        "ms/step: time between consecutive new tokens (prefill excluded), after a warm-up call; tokens/s = batch / "
+        "step time. `generate` = `model.generate(do_sample=False)`; `lean-torch` = `ringan.decoding.Decoder` with the "
+        "model's own one-token forward; `onnx` = the `ringan export onnx` graphs in ONNX Runtime (batch 1).",
+        "",
+        speed_table,
+        "",
+        memory_table,
+        "",
+        "Greedy agreement: " + json.dumps(agreement),
+        "",
+    ]
+    text = C.close_report(header, body, [], [], total_s)
+    print(text)
+    if not args.no_write:
+        md, _ = C.result_paths(args.name or NAME, args.quick)
+        C.write_markdown(md, "Generation: lean loop, ONNX Runtime and generate; fp32 / int8 / int4", header, text)
+        C.log(f"wrote {md}")
+
+
+if __name__ == "__main__":
+    main()
