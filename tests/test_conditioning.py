@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 from fresh_process import run_without_ringan
-from helpers import ATTENTION_TYPES, rel_err, tiny_model
+from helpers import ATTENTION_TYPES, rel_err, tiny_config, tiny_model
+
+from ringan import RinganForCausalLM
 
 
 def text_model(attention_type: str = ATTENTION_TYPES[0], seed: int = 0, **overrides):
     model = tiny_model(attention_type, seed=seed, conditioning="text", **overrides)
-    with torch.no_grad():  # the projections start at zero (adding nothing); give them weights to test with
-        for proj in (model.model.conditioning.topic_proj, model.model.conditioning.context_proj):
-            proj.weight.normal_(std=0.5)
+    with torch.no_grad():  # the vectors start small; make them count in these tests
+        for norm in (model.model.conditioning.topic_norm, model.model.conditioning.context_norm):
+            norm.weight.normal_(mean=1.0, std=0.3)
     return model
 
 
@@ -31,15 +33,17 @@ def test_text_vectors_equal_a_manual_pooled_projection():
     embed = model.model.embed_tokens.weight.double()
     cond = model.model.conditioning
 
-    def vector(ids, mask, proj):
-        pooled = (embed[ids] * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        pooled = pooled / pooled.pow(2).mean(-1, keepdim=True).add(torch.finfo(torch.float32).eps).sqrt()
-        return pooled @ proj.weight.double().T
+    def rms(x, eps):
+        return x / x.pow(2).mean(-1, keepdim=True).add(eps).sqrt()
 
-    expected = vector(inputs["topic_input_ids"], torch.ones(2, 4, dtype=torch.float64), cond.topic_proj)
-    expected = expected + vector(
-        inputs["context_input_ids"], inputs["context_attention_mask"].double(), cond.context_proj
-    )
+    def vector(ids, mask, proj, norm):
+        pooled = rms((embed[ids] * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), torch.finfo(torch.float32).eps)
+        return rms(pooled @ proj.weight.double().T, norm.eps) * norm.weight.double()
+
+    ones = torch.ones(2, 4, dtype=torch.float64)
+    expected = vector(inputs["topic_input_ids"], ones, cond.topic_proj, cond.topic_norm)
+    context_mask = inputs["context_attention_mask"].double()
+    expected = expected + vector(inputs["context_input_ids"], context_mask, cond.context_proj, cond.context_norm)
     got = cond(model.model.embed_tokens, 2, 1, inputs)[:, 0]
     assert rel_err(got, expected) < 1e-5
     # padding of the conditioning text changes nothing
@@ -64,9 +68,12 @@ def test_text_conditioning_changes_the_prediction_and_none_adds_nothing():
         ).logits
     assert not torch.allclose(plain, conditioned) and not torch.allclose(conditioned, other)
     torch.testing.assert_close(empty, plain)  # an empty Konteks is no Konteks
-    untrained = tiny_model(conditioning="text")  # zero-initialised projections
-    with torch.no_grad():
-        torch.testing.assert_close(untrained(ids, **inputs).logits, untrained(ids).logits)
+    fresh = RinganForCausalLM(tiny_config(conditioning="text"))  # an untrained conditioner's vector is small
+    vector = fresh.model.conditioning(
+        fresh.model.embed_tokens, 2, 1, {"context_input_ids": inputs["context_input_ids"]}
+    )
+    token_scale = fresh.model.embed_tokens.weight.pow(2).mean().sqrt()
+    assert 0.05 < float(vector.pow(2).mean().sqrt() / token_scale) < 0.2
 
 
 @pytest.mark.parametrize("attention_type", ATTENTION_TYPES)

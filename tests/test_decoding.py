@@ -1,0 +1,77 @@
+"""The lean decode loop (`ringan.decoding`) against `model.generate` and transformers' logits warpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import ATTENTION_TYPES, tiny_model
+from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from ringan.decoding import Decoder, Sampling, TorchStep, next_tokens
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_tokens_equal_generate_for_a_left_padded_batch(attention_type, penalty):
+    model = tiny_model(attention_type)
+    prompts = [torch.randint(4, 99, (n,), generator=torch.Generator().manual_seed(n)).tolist() for n in (13, 5, 9)]
+    got = Decoder(TorchStep(model)).generate(prompts, 24, Sampling(greedy=True, repetition_penalty=penalty))
+    for prompt, tokens in zip(prompts, got):
+        expected = model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=24,
+            do_sample=False,
+            repetition_penalty=penalty,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
+        assert tokens == expected[0, len(prompt) :].tolist()
+
+
+def test_rows_stop_at_their_stop_token_and_leave_the_batch():
+    model = tiny_model()
+    prompts = [[5, 6, 7], [8, 9, 10, 11]]
+    free = Decoder(TorchStep(model)).generate(prompts, 12, Sampling(greedy=True))
+    stop = free[0][3]  # row 0's 4th token becomes a stop token
+    stopped = Decoder(TorchStep(model), stop_ids=[stop]).generate(prompts, 12, Sampling(greedy=True))
+    assert stopped[0] == free[0][: free[0].index(stop) + 1]
+    # row 1 runs on alone (until it meets the stop token too) and is unaffected by row 0 leaving
+    expected_1 = free[1][: free[1].index(stop) + 1] if stop in free[1] else free[1]
+    assert stopped[1] == expected_1
+
+
+def test_warping_matches_transformers_processors():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50) * 3
+    seen_ids = torch.randint(0, 50, (4, 6))
+    seen = torch.zeros(4, 50, dtype=torch.bool).scatter_(1, seen_ids, True)
+    sampling = Sampling(temperature=0.7, top_k=12, top_p=0.8, repetition_penalty=1.2)
+    expected = RepetitionPenaltyLogitsProcessor(1.2)(seen_ids, logits.clone())
+    for warper in (TemperatureLogitsWarper(0.7), TopKLogitsWarper(12), TopPLogitsWarper(0.8)):
+        expected = warper(seen_ids, expected)
+    allowed = torch.isfinite(expected)
+    draws = torch.stack([next_tokens(logits, sampling, seen, torch.Generator().manual_seed(s)) for s in range(400)])
+    assert allowed.gather(1, draws.T).all()  # never a token the warpers removed
+    # the drawn frequencies follow the warped distribution
+    probs = expected.softmax(-1)
+    counts = torch.zeros(4, 50).scatter_add_(1, draws.T, torch.ones(4, 400)) / 400
+    assert (counts - probs).abs().max() < 0.1
+    assert torch.equal(next_tokens(logits, Sampling(greedy=True, repetition_penalty=1.2), seen), expected.argmax(-1))
+
+
+def test_conditioning_passes_through_the_loop():
+    model = tiny_model(conditioning="text")
+    with torch.no_grad():
+        model.model.conditioning.context_norm.weight.fill_(2.0)
+    context = {"context_input_ids": torch.tensor([[11, 12, 13, 14]])}
+    prompt = [[5, 6, 7, 8]]
+    got = Decoder(TorchStep(model)).generate(prompt, 10, Sampling(greedy=True), conditioning=context)
+    expected = model.generate(torch.tensor(prompt), **context, max_new_tokens=10, do_sample=False, eos_token_id=None)
+    assert got[0] == expected[0, 4:].tolist()
+    plain = Decoder(TorchStep(model)).generate(prompt, 10, Sampling(greedy=True))
+    assert plain[0] != got[0]
+
+
+def test_empty_prompts_are_refused():
+    with pytest.raises(ValueError, match="at least one token"):
+        Decoder(TorchStep(tiny_model())).generate([[]], 4)
