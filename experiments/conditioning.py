@@ -9,7 +9,9 @@ Arms:
 - `ids`: the founding document's id tables (an unseen Konteks is id 0);
 - `text`: vectors from the Topik/Konteks text, the Konteks also in the stream;
 - `text-only`: vectors from the text, the Konteks NOT in the stream (a long Konteks costs no tokens);
-- `none-only`: no vector and no Konteks in the stream (what the model knows without the Konteks).
+- `none-only`: no vector and no Konteks in the stream (what the model knows without the Konteks);
+- `text-cd0.3`, `text-cooldown`: `text` with conditioning dropout 0.3, or with 0.1 and the last 10% of the steps
+  without any conditioning (MeCo's cooldown).
 
 Measures (bits per byte on the speaker turns only, not on the header or the Konteks):
 - `heldout`: XPersona / corpus held-out entries, conditioning on vs off (the same model) vs the `none` arm;
@@ -47,6 +49,9 @@ ARMS = {
     "text": {"conditioning": "text", "context_in_stream": True},
     "text-only": {"conditioning": "text", "context_in_stream": False},
     "none-only": {"conditioning": "none", "context_in_stream": False},
+    # the schedule of conditioning dropout (for the arm that helps)
+    "text-cd0.3": {"conditioning": "text", "context_in_stream": True, "cd": 0.3},
+    "text-cooldown": {"conditioning": "text", "context_in_stream": True, "cooldown": 0.1},
 }
 STOPWORDS = set(
     """saya anda aku kamu yang dan itu ini untuk dengan tidak ada apa juga sudah akan bisa suka sangat
@@ -124,6 +129,20 @@ def turns_nll(model, tok, text: str, turns_start: int, kwargs: dict) -> tuple[fl
 # ---------------------------------------------------------------------------------------------- worker
 
 
+class ConditioningCooldown:
+    """Trainer callback: the last `share` of the steps train with every topic/context dropped (MeCo's cooldown)."""
+
+    def __new__(cls, share: float, steps: int):
+        from transformers import TrainerCallback
+
+        class Cooldown(TrainerCallback):
+            def on_step_begin(self, args, state, control, model=None, **kwargs):
+                if model is not None and state.global_step >= (1 - share) * steps:
+                    model.model.conditioning.dropout = 1.0
+
+        return Cooldown()
+
+
 def content_words(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-zA-Z]+", text.lower()) if len(w) >= 4 and w not in STOPWORDS}
 
@@ -141,7 +160,9 @@ def worker(job: dict) -> None:
     splits = P.load_splits()
     tok = P.get_tokenizer(splits)
     pretrained = AutoModelForCausalLM.from_pretrained(job["checkpoint"])
-    overrides = dict(conditioning=arm["conditioning"], dropout=0.0, conditioning_dropout=job.get("cd", 0.1))
+    overrides = dict(
+        conditioning=arm["conditioning"], dropout=0.0, conditioning_dropout=arm.get("cd", job.get("cd", 0.1))
+    )
     if arm["conditioning"] == "ids":
         overrides.update(num_topics=64, num_contexts=600)
     config = RinganConfig(**{**pretrained.config.to_dict(), **overrides})
@@ -159,7 +180,10 @@ def worker(job: dict) -> None:
     steps = job.get("max_steps") or math.ceil(FINETUNE_EPOCHS * len(examples) / P.BATCH_SIZE)
     work = P.WORK / "conditioning" / job["name"]
     P.log(f"{job['name']}: {steps} steps, {sum(p.numel() for p in model.parameters()):,} parameters")
-    history = P.train_phase(model, examples, work, steps, LEARNING_RATE, job["seed"], with_conditioning=True)
+    callbacks = [ConditioningCooldown(arm["cooldown"], steps)] if arm.get("cooldown") else []
+    history = P.train_phase(
+        model, examples, work, steps, LEARNING_RATE, job["seed"], with_conditioning=True, callbacks=callbacks
+    )
     model.eval()
     result = {"job": job, "steps": steps, "train": history, "heldout": {}, "distance": {}, "control": {}}
 

@@ -225,6 +225,7 @@ def train_phase(
     seed: int,
     with_conditioning: bool = False,
     save_steps: int | None = None,
+    callbacks: list | None = None,
 ) -> dict:
     """One training phase on the package's Trainer arguments (warm-up 5%, cosine to 0), resumable from its
     checkpoints. Returns the loss history and timing."""
@@ -255,6 +256,7 @@ def train_phase(
         args=args,
         train_dataset=datasets.Dataset.from_list(rows),
         data_collator=collator(model, with_conditioning),
+        callbacks=callbacks,
     )
     found = complete_checkpoints(out_dir)
     start = time.time()
