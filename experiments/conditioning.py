@@ -129,18 +129,16 @@ def turns_nll(model, tok, text: str, turns_start: int, kwargs: dict) -> tuple[fl
 # ---------------------------------------------------------------------------------------------- worker
 
 
-class ConditioningCooldown:
-    """Trainer callback: the last `share` of the steps train with every topic/context dropped (MeCo's cooldown)."""
+def conditioning_cooldown(share: float, steps: int):
+    """A Trainer callback: the last `share` of the steps train with every topic/context dropped (MeCo's cooldown)."""
+    from transformers import TrainerCallback
 
-    def __new__(cls, share: float, steps: int):
-        from transformers import TrainerCallback
+    class Cooldown(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            if model is not None and state.global_step >= (1 - share) * steps:
+                model.model.conditioning.dropout = 1.0
 
-        class Cooldown(TrainerCallback):
-            def on_step_begin(self, args, state, control, model=None, **kwargs):
-                if model is not None and state.global_step >= (1 - share) * steps:
-                    model.model.conditioning.dropout = 1.0
-
-        return Cooldown()
+    return Cooldown()
 
 
 def content_words(text: str) -> set[str]:
@@ -180,7 +178,7 @@ def worker(job: dict) -> None:
     steps = job.get("max_steps") or math.ceil(FINETUNE_EPOCHS * len(examples) / P.BATCH_SIZE)
     work = P.WORK / "conditioning" / job["name"]
     P.log(f"{job['name']}: {steps} steps, {sum(p.numel() for p in model.parameters()):,} parameters")
-    callbacks = [ConditioningCooldown(arm["cooldown"], steps)] if arm.get("cooldown") else []
+    callbacks = [conditioning_cooldown(arm["cooldown"], steps)] if arm.get("cooldown") else []
     history = P.train_phase(
         model, examples, work, steps, LEARNING_RATE, job["seed"], with_conditioning=True, callbacks=callbacks
     )
