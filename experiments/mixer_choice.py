@@ -57,6 +57,7 @@ SCREEN_TOKENS = 2_000_000
 FINAL_TOKENS = 8_000_000
 LEARNING_RATES = [3e-3, 1.5e-3]  # then factor-of-2 steps past whichever edge is best (screen_jobs)
 MAX_RATES = 5
+CONTENDER_GAP = 0.015
 
 
 def run_name(model: str, lr: float, seed: int, tokens: int) -> str:
@@ -135,10 +136,13 @@ def screen_jobs(results: dict) -> list[dict]:
         if r["job"]["tokens"] == SCREEN_TOKENS and r["job"]["seed"] == 0:
             done.setdefault(r["job"]["model"], {})[r["job"]["lr"]] = score(r)
     bracketed = {}
+    best_score = min((min(t.values()) for t in done.values() if t), default=None)
     for model, spec in CANDIDATES.items():
         tried = done.get(model, {})
         rates = [lr for lr in LEARNING_RATES if lr not in tried]
-        if not rates and len(tried) < MAX_RATES:
+        # a candidate whose best is more than CONTENDER_GAP behind the best model gets no rates past the first two
+        behind = bool(tried) and best_score is not None and min(tried.values()) > best_score * (1 + CONTENDER_GAP)
+        if not rates and len(tried) < MAX_RATES and not behind:
             best = min(tried, key=tried.get)
             if best == min(tried):
                 rates = [best / 2]
@@ -159,10 +163,11 @@ def screen_jobs(results: dict) -> list[dict]:
                 }
             )
     # one rate per model first: the comparison fills in evenly
+    # untried candidates first (both starting rates at once), then the rest one rate per model at a time
     rank, seen = [], {}
     for j in jobs:
         seen[j["model"]] = seen.get(j["model"], -1) + 1
-        rank.append(seen[j["model"]])
+        rank.append(-1 if j["model"] not in done else seen[j["model"]])
     return [j for _, j in sorted(zip(rank, jobs), key=lambda pair: pair[0])]
 
 
