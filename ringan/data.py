@@ -22,20 +22,19 @@ expected (`DialogueFormatError`, quoting at most 200 characters of the line); no
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .labels import UNKNOWN, LabelVocab  # noqa: F401  (their old place: callers import them from here)
 
 HEADER_PREFIX = "===="
 _HEADER = re.compile(r"^====\s*Topik:(?P<topic>.*?)====$")
 _TURN = re.compile(r"^(?P<speaker>[^\s:][^:]{0,39}?)\s*:(?:\s(?P<text>.*))?$")
 RESERVED_SPEAKERS = ("Konteks", "Topik")
-UNKNOWN = "<unk>"
 # white space and invisible format characters removed from both ends of every line (and refused at the ends of
 # a topic, Konteks, name or utterance): zero-width space, zero-width non-joiner and joiner, word joiner, BOM
 _EDGES = re.compile(r"^[\s\u200b\u200c\u200d\u2060\ufeff]+|[\s\u200b\u200c\u200d\u2060\ufeff]+$")
@@ -263,71 +262,6 @@ def default_corpus_path() -> Path:
 
 def load_default_corpus() -> list[Entry]:
     return read_dialogues(default_corpus_path())
-
-
-# ------------------------------------------------------------------------------ topic/context vocabularies
-
-
-@dataclass
-class LabelVocab:
-    """Maps each distinct topic (or Konteks) to an integer id; id 0 is reserved for "unknown"."""
-
-    names: list[str]
-
-    def __post_init__(self) -> None:
-        if not self.names or self.names[0] != UNKNOWN:
-            self.names = [UNKNOWN, *[n for n in self.names if n != UNKNOWN]]
-        self._index = {name: i for i, name in enumerate(self.names)}
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def id(self, name: str | None) -> int:
-        """The id of `name`, or 0 (unknown) for a name the vocabulary does not hold."""
-        return self._index.get(name, 0) if name is not None else 0
-
-    @classmethod
-    def build(
-        cls, values: Sequence[str], max_size: int, what: str = "topics", on_overflow: str = "error"
-    ) -> LabelVocab:
-        """Build from the values of the data, keeping at most `max_size` rows (row 0 included).
-
-        When the data holds more distinct values than fit, `on_overflow="error"` (the default) raises a
-        message saying how many there are and how to fix it; `"unknown"` keeps the most frequent ones (ties:
-        first seen) and maps the rest to id 0, saying so with a warning.
-        """
-        counts = Counter(values)
-        distinct = list(dict.fromkeys(values))
-        if len(distinct) + 1 > max_size:
-            message = (
-                f"the data holds {len(distinct)} distinct {what} but the model has {max_size} rows "
-                f"({max_size - 1} after row 0 = unknown)"
-            )
-            if on_overflow == "error":
-                raise ValueError(
-                    f"{message}: raise num_{what} to at least {len(distinct) + 1}, or map the rest to unknown"
-                )
-            if on_overflow != "unknown":
-                raise ValueError(f"on_overflow must be 'error' or 'unknown', got {on_overflow!r}")
-            order = {name: i for i, name in enumerate(distinct)}
-            distinct = sorted(distinct, key=lambda n: (-counts[n], order[n]))[: max_size - 1]
-            kept = set(distinct)
-            dropped = sum(c for n, c in counts.items() if n not in kept)
-            import warnings
-
-            warnings.warn(
-                f"{message}: the {max_size - 1} most frequent keep an id, {dropped} entries use id 0 (unknown)",
-                stacklevel=2,
-            )
-            distinct.sort(key=order.__getitem__)
-        return cls([UNKNOWN, *distinct])
-
-    def to_json(self) -> str:
-        return json.dumps(self.names, ensure_ascii=False, indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> LabelVocab:
-        return cls(json.loads(text))
 
 
 # -------------------------------------------------------------------------------------------- datasets
