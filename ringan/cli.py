@@ -14,7 +14,7 @@ import sys
 
 from .commands import VERBS
 from .data import DialogueFormatError
-from .errors import UserError
+from .errors import ReplicaStopped, UserError
 from .options import Options, add_arguments, convert, description, flag, option_fields, read_config, unknown_option
 
 
@@ -89,9 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ReplicaStopped:  # a distributed run's main process has printed why it stopped
+        return 2
     except (UserError, DialogueFormatError, OSError, ValueError) as err:  # OSError: missing, unreadable files
         if os.environ.get("RINGAN_DEBUG"):
             raise
+        if os.environ.get("RANK", "0") != "0":  # in a distributed run the main process says it once for all
+            return 2
         prog, message = (err.prog, err.message) if isinstance(err, UsageError) else (prog, str(err))
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
