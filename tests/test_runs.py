@@ -154,7 +154,9 @@ def test_a_kill_between_the_two_renames_leaves_a_model_that_eval_and_the_next_ru
 
     assert main(["eval", "--model", str(run / "model"), "--data", str(ROOT / "ringan" / "corpus" / "sains.txt")]) == 0
     assert "perplexity" in capsys.readouterr().out
-    assert not (run / "model").exists()  # eval only reads
+    assert main(["generate", "--model", str(run / "model"), "--max-new-tokens", "2", "--no-stream"]) == 0
+    assert "==== Topik:" in capsys.readouterr().out  # its topic_contexts.json found too
+    assert not (run / "model").exists()  # eval and generate only read
 
     args = ["train", "--output", str(run), *TINY, "--max-steps", "8", "--eval-steps", "4", "--save-steps", "4"]
     assert main([*args, "--resume", "auto"]) == 0

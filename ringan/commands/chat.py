@@ -13,7 +13,7 @@ import torch
 
 from ..data import Turn, render_dialogue
 from ..errors import UserError
-from ..files import writing
+from ..files import readable_folder, writing
 from ..options import option
 from .common import load_model, model_folder, model_option, resolve_context, resolve_topic, set_threads
 from .generate import SamplingOptions, clean_reply, conditioning_inputs
@@ -203,7 +203,7 @@ def chat(options: ChatOptions | None = None, /, *, input_stream: TextIO | None =
 
     o = ChatOptions.build(options, overrides)
     set_threads(o.threads)
-    model_dir = model_folder(o.model)
+    model_dir = readable_folder(model_folder(o.model))  # a model caught mid-save is read from its complete copy
     model, tok = load_model(model_dir)
     if o.session and Path(o.session).exists():
         session = ChatSession.load(o.session, model, tok)

@@ -9,6 +9,7 @@ import torch
 
 from ..data import Turn, render_dialogue
 from ..errors import OptionError
+from ..files import readable_folder
 from ..options import Options, option
 from .common import (
     load_model,
@@ -75,7 +76,7 @@ def generate(options: GenerateOptions | None = None, /, **overrides) -> list[Tur
 
     o = GenerateOptions.build(options, overrides)
     set_threads(o.threads)
-    model_dir = model_folder(o.model)
+    model_dir = readable_folder(model_folder(o.model))  # a model caught mid-save is read from its complete copy
     model, tok = load_model(model_dir)
     topic_id, topic_name = resolve_topic(model.config, o.topic)
     context_id, context_text = resolve_context(model_dir, model.config, topic_name, o.context)
