@@ -53,9 +53,7 @@ def main() -> None:
         do_sample=True,
         top_p=0.95,
         temperature=0.8,
-        stop_strings=["\n"],  # an utterance is one line: the reply ends at its first newline
-        tokenizer=tokenizer,
-    )
+    )  # the reply ends at the end of its turn: the saved generation config's eos ids include the newline tokens
     reply = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
     print(tokenizer.decode(inputs["input_ids"][0], skip_special_tokens=True) + " " + reply)
 

@@ -14,7 +14,7 @@ import sys
 
 from .commands import VERBS
 from .data import DialogueFormatError
-from .errors import UserError
+from .errors import ReplicaStopped, UserError
 from .options import Options, add_arguments, convert, description, flag, option_fields, read_config, unknown_option
 
 
@@ -89,13 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ReplicaStopped:  # a distributed run's main process has printed why it stopped
+        return 2
     except (UserError, DialogueFormatError, OSError, ValueError) as err:  # OSError: missing, unreadable files
         if os.environ.get("RINGAN_DEBUG"):
             raise
+        if _replica():  # in a distributed run the main process says it once for all
+            return 2
         prog, message = (err.prog, err.message) if isinstance(err, UsageError) else (prog, str(err))
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _replica() -> bool:
+    """Whether this is a process other than the main one of a `torchrun`/`accelerate launch` run."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and os.environ.get("RANK", "0") != "0"
 
 
 if __name__ == "__main__":  # `python -m ringan.cli` (what torchrun runs)

@@ -10,27 +10,45 @@ One file holds entries one after another::
 
     <Speaker>: <utterance, on one line>
 
-Tolerated (and tested): a UTF-8 BOM, Windows (CRLF) or old Mac (CR) line endings, trailing spaces and
-tabs, and any number of blank lines between parts. Everything else is an error naming the file, the
-line and what was expected (`DialogueFormatError`); nothing is silently dropped.
+Parts are separated by one or more blank lines. Tolerated (and tested): a UTF-8 BOM, Windows (CRLF) or old
+Mac (CR) line endings, and any number of blank lines between parts. Every line is normalised first: white
+space (the no-break space included) and invisible format characters (zero-width space, zero-width (non-)joiner,
+word joiner, BOM) at either end are removed, so an invisible character before `====` or a name changes nothing.
+A line that follows a Konteks or an utterance with no blank line between is an error, never a new speaker: it is
+taken for that Konteks or utterance wrapped onto a second line (`Tentang B: ...` in a wrapped persona would
+otherwise read as a turn of "Tentang B"). Everything else is an error naming the file, the line and what was
+expected (`DialogueFormatError`, quoting at most 200 characters of the line); nothing is silently dropped.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .labels import UNKNOWN, LabelVocab  # noqa: F401  (their old place: callers import them from here)
 
 HEADER_PREFIX = "===="
 _HEADER = re.compile(r"^====\s*Topik:(?P<topic>.*?)====$")
 _TURN = re.compile(r"^(?P<speaker>[^\s:][^:]{0,39}?)\s*:(?:\s(?P<text>.*))?$")
 RESERVED_SPEAKERS = ("Konteks", "Topik")
-UNKNOWN = "<unk>"
+# white space and invisible format characters removed from both ends of every line (and refused at the ends of
+# a topic, Konteks, name or utterance): zero-width space, zero-width non-joiner and joiner, word joiner, BOM
+_EDGES = re.compile(r"^[\s\u200b\u200c\u200d\u2060\ufeff]+|[\s\u200b\u200c\u200d\u2060\ufeff]+$")
+MAX_QUOTE = 200
+
+
+def normalise(text: str) -> str:
+    """`text` without white space or invisible format characters at either end."""
+    return _EDGES.sub("", text)
+
+
+def quote(text: str, limit: int = MAX_QUOTE) -> str:
+    """`repr(text)`, cut to about `limit` characters: how an error message shows a user's line."""
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
 class DialogueFormatError(ValueError):
@@ -42,10 +60,13 @@ class DialogueFormatError(ValueError):
 
 
 def _check_text(value: str, what: str) -> None:
-    if not isinstance(value, str) or not value or value != value.strip():
-        raise ValueError(f"{what} must be a non-empty string without surrounding whitespace, got {value!r}")
+    if not isinstance(value, str) or not value or value != normalise(value):
+        shown = quote(value) if isinstance(value, str) else repr(type(value).__name__)
+        raise ValueError(
+            f"{what} must be a non-empty string without surrounding white space or invisible characters, got {shown}"
+        )
     if "\n" in value or "\r" in value:
-        raise ValueError(f"{what} must be on one line, got {value!r}")
+        raise ValueError(f"{what} must be on one line, got {quote(value)}")
 
 
 @dataclass(frozen=True)
@@ -63,7 +84,8 @@ class Turn:
             or self.speaker.startswith(HEADER_PREFIX)  # its line would read as a topic header
         ):
             raise ValueError(
-                f"speaker name must have no ':', at most 40 characters, not be Konteks/Topik, not start with '====': {self.speaker!r}"
+                "speaker name must have no ':', at most 40 characters, not be Konteks/Topik, not start with '====': "
+                + quote(self.speaker)
             )
 
 
@@ -77,10 +99,10 @@ class Entry:
         _check_text(self.topic, "topic")
         _check_text(self.context, "context")
         if self.topic.endswith("=") or "====" in self.topic:
-            raise ValueError(f"topic must not contain '====' or end with '=': {self.topic!r}")
+            raise ValueError(f"topic must not contain '====' or end with '=': {quote(self.topic)}")
         object.__setattr__(self, "turns", tuple(self.turns))
         if not self.turns:
-            raise ValueError(f"entry {self.topic!r} has no turns")
+            raise ValueError(f"entry {quote(self.topic)} has no turns")
 
     @property
     def speakers(self) -> list[str]:
@@ -109,22 +131,24 @@ def parse(text: str, source: str = "<string>") -> list[Entry]:
     topic = context = None
     header_line = 0
     turns: list[Turn] = []
+    previous = None  # (line number, "Konteks" or "utterance") of a content line not yet closed by a blank line
 
     def finish() -> None:
         if topic is None:
             return
         if context is None:
-            raise DialogueFormatError(source, header_line, f"entry {topic!r} has no 'Konteks: <paragraph>' line")
+            raise DialogueFormatError(source, header_line, f"entry {quote(topic)} has no 'Konteks: <paragraph>' line")
         if not turns:
-            raise DialogueFormatError(source, header_line, f"entry {topic!r} has no dialogue turns ('Name: text')")
+            raise DialogueFormatError(source, header_line, f"entry {quote(topic)} has no dialogue turns ('Name: text')")
         try:
             entries.append(Entry(topic, context, tuple(turns)))
         except ValueError as err:
             raise DialogueFormatError(source, header_line, str(err)) from None
 
     for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.rstrip()
-        if not line.strip():
+        line = normalise(raw)
+        if not line:
+            previous = None
             continue
         if line.startswith(HEADER_PREFIX):
             match = _HEADER.match(line)
@@ -135,7 +159,7 @@ def parse(text: str, source: str = "<string>") -> list[Entry]:
                     )
                 raise DialogueFormatError(source, number, "expected '==== Topik: <title> ===='")
             finish()
-            topic, context, turns, header_line = match["topic"].strip(), None, [], number
+            topic, context, turns, header_line, previous = normalise(match["topic"]), None, [], number, None
             if not topic:
                 raise DialogueFormatError(source, number, "empty topic: expected '==== Topik: <title> ===='")
             continue
@@ -143,22 +167,33 @@ def parse(text: str, source: str = "<string>") -> list[Entry]:
             raise DialogueFormatError(
                 source, number, "text before the first entry: expected '==== Topik: <title> ===='"
             )
+        if previous is not None:
+            raise DialogueFormatError(
+                source,
+                number,
+                f"this line follows the {previous[1]} on line {previous[0]} with no blank line between: a Konteks or "
+                f"an utterance must be on one line (join the two lines), and parts are separated by a blank line; "
+                f"got {quote(line)}",
+            )
         if context is None:
             if not line.startswith("Konteks:"):
                 raise DialogueFormatError(source, number, "expected 'Konteks: <paragraph>' after the topic header")
-            context = line[len("Konteks:") :].strip()
+            context = normalise(line[len("Konteks:") :])
             if not context:
                 raise DialogueFormatError(source, number, "empty Konteks: expected 'Konteks: <paragraph>'")
+            previous = (number, "Konteks")
             continue
-        match = _TURN.match(line.strip())
-        if match is None or match["speaker"].strip() in RESERVED_SPEAKERS:
-            raise DialogueFormatError(source, number, f"expected a turn 'Name: utterance', got {line.strip()[:60]!r}")
-        if not (match["text"] or "").strip():
-            raise DialogueFormatError(source, number, f"empty utterance after '{match['speaker'].strip()}:'")
+        match = _TURN.match(line)
+        if match is None or normalise(match["speaker"]) in RESERVED_SPEAKERS:
+            raise DialogueFormatError(source, number, f"expected a turn 'Name: utterance', got {quote(line)}")
+        speaker, utterance = normalise(match["speaker"]), normalise(match["text"] or "")
+        if not utterance:
+            raise DialogueFormatError(source, number, f"empty utterance after {quote(speaker + ':')}")
         try:
-            turns.append(Turn(match["speaker"].strip(), match["text"].strip()))
+            turns.append(Turn(speaker, utterance))
         except ValueError as err:
             raise DialogueFormatError(source, number, str(err)) from None
+        previous = (number, "utterance")
     finish()
     return entries
 
@@ -227,71 +262,6 @@ def default_corpus_path() -> Path:
 
 def load_default_corpus() -> list[Entry]:
     return read_dialogues(default_corpus_path())
-
-
-# ------------------------------------------------------------------------------ topic/context vocabularies
-
-
-@dataclass
-class LabelVocab:
-    """Maps each distinct topic (or Konteks) to an integer id; id 0 is reserved for "unknown"."""
-
-    names: list[str]
-
-    def __post_init__(self) -> None:
-        if not self.names or self.names[0] != UNKNOWN:
-            self.names = [UNKNOWN, *[n for n in self.names if n != UNKNOWN]]
-        self._index = {name: i for i, name in enumerate(self.names)}
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def id(self, name: str | None) -> int:
-        """The id of `name`, or 0 (unknown) for a name the vocabulary does not hold."""
-        return self._index.get(name, 0) if name is not None else 0
-
-    @classmethod
-    def build(
-        cls, values: Sequence[str], max_size: int, what: str = "topics", on_overflow: str = "error"
-    ) -> LabelVocab:
-        """Build from the values of the data, keeping at most `max_size` rows (row 0 included).
-
-        When the data holds more distinct values than fit, `on_overflow="error"` (the default) raises a
-        message saying how many there are and how to fix it; `"unknown"` keeps the most frequent ones (ties:
-        first seen) and maps the rest to id 0, saying so with a warning.
-        """
-        counts = Counter(values)
-        distinct = list(dict.fromkeys(values))
-        if len(distinct) + 1 > max_size:
-            message = (
-                f"the data holds {len(distinct)} distinct {what} but the model has {max_size} rows "
-                f"({max_size - 1} after row 0 = unknown)"
-            )
-            if on_overflow == "error":
-                raise ValueError(
-                    f"{message}: raise num_{what} to at least {len(distinct) + 1}, or map the rest to unknown"
-                )
-            if on_overflow != "unknown":
-                raise ValueError(f"on_overflow must be 'error' or 'unknown', got {on_overflow!r}")
-            order = {name: i for i, name in enumerate(distinct)}
-            distinct = sorted(distinct, key=lambda n: (-counts[n], order[n]))[: max_size - 1]
-            kept = set(distinct)
-            dropped = sum(c for n, c in counts.items() if n not in kept)
-            import warnings
-
-            warnings.warn(
-                f"{message}: the {max_size - 1} most frequent keep an id, {dropped} entries use id 0 (unknown)",
-                stacklevel=2,
-            )
-            distinct.sort(key=order.__getitem__)
-        return cls([UNKNOWN, *distinct])
-
-    def to_json(self) -> str:
-        return json.dumps(self.names, ensure_ascii=False, indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> LabelVocab:
-        return cls(json.loads(text))
 
 
 # -------------------------------------------------------------------------------------------- datasets

@@ -20,3 +20,7 @@ class OptionError(UserError, ValueError):
     def __init__(self, where: str, expected: str, got: str | None = None):
         self.where, self.expected, self.got = where, expected, got
         super().__init__(f"{where}: {expected}" + (f", got {got}" if got is not None else ""))
+
+
+class ReplicaStopped(UserError):
+    """A process of a distributed run stops because the main process stopped with an error it has printed."""

@@ -94,6 +94,16 @@ def wrap_tokenizer(tokenizer: Tokenizer, model_max_length: int = 131072) -> PreT
     return wrapped
 
 
+def end_of_turn_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
+    """The token ids that end a reply: `</s>` and every token made only of whitespace with a newline in it (`Ċ`,
+    `ĊĊ`, ... in the byte-level vocabulary). A turn in the training layout ends in a blank line and an utterance is
+    one line, so a reply is over at its first newline; as `generation_config.eos_token_id` this makes a plain
+    `model.generate()` or `pipeline()` stop there, with no `stop_strings` and no tokenizer."""
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    newline_tokens = [i for i, text in enumerate(texts) if "\n" in text and not text.strip()]
+    return [tokenizer.eos_token_id, *(i for i in newline_tokens if i != tokenizer.eos_token_id)]
+
+
 def encode_entry(tokenizer: PreTrainedTokenizerFast, entry: Entry) -> list[int]:
     """Token ids of one training sequence: `<s>` + the entry's text + `</s>`."""
     return tokenizer(render_entry(entry))["input_ids"] + [tokenizer.eos_token_id]

@@ -17,7 +17,10 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
-from .training import CHECKPOINT_PREFIX, complete_checkpoints, evaluate_examples, save_atomically
+from .files import save_atomically, writing
+from .training import CHECKPOINT_PREFIX, complete_checkpoints, evaluate_examples
+
+INTACT = "; the completed checkpoints are intact"
 
 
 class CSVLoggerCallback(TrainerCallback):
@@ -36,10 +39,14 @@ class CSVLoggerCallback(TrainerCallback):
                 existing = list(csv.DictReader(f))
         fields = list(dict.fromkeys([k for r in existing for k in r] + list(row)))
         tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(existing + [row])
+        try:
+            with writing(self.path, "the metrics log", INTACT), tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(existing + [row])
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.path)
 
 
@@ -47,13 +54,20 @@ class RinganTrainer(Trainer):
     """`Trainer` with exact perplexity/bits-per-byte evaluation, tokens/s in the logs, and atomic checkpoints."""
 
     def __init__(
-        self, *args, eval_examples: Sequence[dict] | None = None, best_dir: str | Path | None = None, **kwargs
+        self,
+        *args,
+        eval_examples: Sequence[dict] | None = None,
+        best_dir: str | Path | None = None,
+        run_id: str | None = None,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.eval_examples = eval_examples
-        # the weights with the lowest validation loss so far, kept on disk so a resumed run knows them too
+        # the weights with the lowest validation loss so far, kept on disk so a resumed run knows them too; only
+        # the weights this run (`run_id`) saved count
         self.best_dir = Path(best_dir) if best_dir else None
-        self.best = read_best(self.best_dir)
+        self.run_id = run_id
+        self.best = read_best(self.best_dir, run_id)
         self._start_time = time.time()
         self._start_tokens = 0
 
@@ -81,14 +95,14 @@ class RinganTrainer(Trainer):
         self.log(metrics)
         if self.best_dir is not None and self.is_world_process_zero():
             if self.best is None or result["loss"] < self.best["eval_loss"]:
-                self.best = {"step": self.state.global_step, "eval_loss": result["loss"]}
-                best = dict(self.best)
+                best = {"step": self.state.global_step, "eval_loss": result["loss"], "run_id": self.run_id}
 
                 def save(folder: Path) -> None:
                     self.model.save_pretrained(str(folder))
                     (folder / BEST_FILE).write_text(json.dumps(best))
 
-                save_atomically(save, self.best_dir)
+                save_atomically(save, self.best_dir, "the best weights", INTACT)
+                self.best = best
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
         return metrics
 
@@ -102,13 +116,18 @@ class RinganTrainer(Trainer):
             os.makedirs(staging_root, exist_ok=True)
         _barrier()  # every process writes its RNG state into the staging folder
         self.args.output_dir = staging_root
+        name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
         try:
-            super()._save_checkpoint(model, trial)
+            with writing(os.path.join(run_dir, name), "the checkpoint", INTACT):
+                super()._save_checkpoint(model, trial)
+        except BaseException:
+            if self.args.should_save:
+                shutil.rmtree(staging_root, ignore_errors=True)  # frees the space a half-written one took
+            raise
         finally:
             self.args.output_dir = run_dir
         _barrier()
         if self.args.should_save:
-            name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
             final = os.path.join(run_dir, name)
             if os.path.exists(final):
                 shutil.rmtree(final)
@@ -129,8 +148,15 @@ def _barrier() -> None:
 BEST_FILE = "best.json"
 
 
-def read_best(best_dir: Path | None) -> dict | None:
-    """`{"step", "eval_loss"}` of the best weights saved in `best_dir`, if any."""
-    if best_dir is None or not (best_dir / BEST_FILE).is_file():
+def read_best(best_dir: Path | None, run_id: str | None = None) -> dict | None:
+    """`{"step", "eval_loss", "run_id"}` of the best weights saved in `best_dir` by run `run_id`, if any: weights
+    another run left there (or an unreadable record) never count."""
+    if best_dir is None or not (best_dir / BEST_FILE).is_file() or not (best_dir / "model.safetensors").is_file():
         return None
-    return json.loads((best_dir / BEST_FILE).read_text())
+    try:
+        best = json.loads((best_dir / BEST_FILE).read_text())
+    except ValueError:
+        return None
+    if not isinstance(best, dict) or best.get("run_id") != run_id or not isinstance(best.get("eval_loss"), float):
+        return None
+    return best

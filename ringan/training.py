@@ -8,8 +8,7 @@ folders that are never half-written. The `Trainer` subclass that uses them is in
 from __future__ import annotations
 
 import math
-import os
-import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .data import UNKNOWN, Entry, LabelVocab, render_dialogue, render_entry
+from .files import save_atomically  # noqa: F401  (its old place: callers import it from here)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 
@@ -223,25 +223,41 @@ def training_arguments(
 # ------------------------------------------------------------------------------------------ evaluation
 
 
+def _progress(total: int, desc: str, show: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="seq", file=sys.stderr, disable=not show, leave=False, mininterval=1.0)
+
+
+def _token_losses(model, collate: DialogueCollator, chunk: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(nll per predicted token [B, T-1], targets [B, T-1])` of a batch of examples; padding has target -100."""
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in collate(chunk).items()}
+    targets = batch.pop("labels")[:, 1:]
+    logits = model(**batch, use_cache=False).logits[:, :-1].float()
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
+    return losses, targets
+
+
 @torch.no_grad()
-def evaluate_examples(model, examples: Sequence[dict], batch_size: int = 8, pad_token_id: int = 0) -> dict[str, float]:
-    """Exact token-weighted loss, perplexity and bits per byte (nats summed over every predicted token)."""
+def evaluate_examples(
+    model, examples: Sequence[dict], batch_size: int = 8, pad_token_id: int = 0, progress: bool = False
+) -> dict[str, float]:
+    """Exact token-weighted loss, perplexity and bits per byte (nats summed over every predicted token);
+    `progress`: a progress bar on stderr."""
     was_training = model.training
     model.eval()
     collate = DialogueCollator(pad_token_id, getattr(getattr(model, "config", None), "conditioning", "none"))
     total_nll, total_tokens, total_bytes = 0.0, 0, 0.0
-    device = next(model.parameters()).device
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))  # less padding
-    for start in range(0, len(order), batch_size):
-        chunk = [examples[i] for i in order[start : start + batch_size]]
-        batch = {k: v.to(device) for k, v in collate(chunk).items()}
-        labels = batch.pop("labels")
-        logits = model(**batch, use_cache=False).logits[:, :-1].float()
-        targets = labels[:, 1:]
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="sum")
-        total_nll += nll.item()
-        total_tokens += int((targets != -100).sum())
-        total_bytes += sum(e["n_bytes"] for e in chunk)
+    with _progress(len(order), "eval", progress) as bar:
+        for start in range(0, len(order), batch_size):
+            chunk = [examples[i] for i in order[start : start + batch_size]]
+            losses, targets = _token_losses(model, collate, chunk)
+            total_nll += losses.sum().item()
+            total_tokens += int((targets != -100).sum())
+            total_bytes += sum(e["n_bytes"] for e in chunk)
+            bar.update(len(chunk))
     model.train(was_training)
     return nll_metrics(total_nll, total_tokens, total_bytes)
 
@@ -263,38 +279,44 @@ def model_vocabularies(config) -> tuple[LabelVocab, LabelVocab]:
 
 
 @torch.no_grad()
-def evaluate_by_speaker(model, tokenizer, entries: Sequence[Entry], max_length: int = 1024) -> dict[str, dict]:
+def evaluate_by_speaker(
+    model, tokenizer, entries: Sequence[Entry], max_length: int = 1024, progress: bool = False
+) -> dict[str, dict]:
     """Token-level loss on each entry, attributed to the speaker whose turn holds the token (the Topik and
     Konteks lines are `"(Topik/Konteks)"`): `{speaker: {"tokens", "loss", "perplexity", "bits_per_byte"}}`,
-    the most tokens first. The windows are `entry_to_examples`', so the token counts add up to its."""
+    the most tokens first. The model reads exactly `entry_to_examples`' windows with the collator's inputs, so
+    the token counts and summed losses add up to `evaluate_examples`'."""
     topics, contexts = model_vocabularies(model.config)
+    collate = DialogueCollator(tokenizer.pad_token_id, getattr(model.config, "conditioning", "none"))
+    was_training = model.training
+    model.eval()
     nll: dict[str, float] = {}
     tokens: dict[str, int] = {}
     n_bytes: dict[str, int] = {}
-    for entry in entries:
-        text = render_entry(entry)
-        encoded = tokenizer(text, return_offsets_mapping=True)
-        ids = encoded["input_ids"] + [tokenizer.eos_token_id]
-        starts = [start for start, _ in encoded["offset_mapping"]] + [len(text)]
-        # who owns each character: the header, then each turn's speaker
-        header = len(render_dialogue(entry.topic, entry.context))
-        spans = [("(Topik/Konteks)", 0, header)]
-        for turn in entry.turns:
-            begin = spans[-1][2]
-            spans.append((turn.speaker, begin, begin + len(render_dialogue(None, None, [turn]))))
-        owners = [next((s for s, a, b in spans if a <= start < b), spans[-1][0]) for start in starts]
-        for name, a, b in spans:
-            n_bytes[name] = n_bytes.get(name, 0) + len(text[a:b].encode("utf-8"))
-        topic = torch.tensor([topics.id(entry.topic)])
-        context = torch.tensor([contexts.id(entry.context)])
-        for begin in window_starts(len(ids), max_length):
-            window = torch.tensor([ids[begin : begin + max_length]])
-            logits = model(window, topic_ids=topic, context_ids=context, use_cache=False).logits[0, :-1]
-            losses = torch.nn.functional.cross_entropy(logits.float(), window[0, 1:], reduction="none")
-            for offset, value in enumerate(losses.tolist()):
-                owner = owners[begin + offset + 1]
-                nll[owner] = nll.get(owner, 0.0) + value
-                tokens[owner] = tokens.get(owner, 0) + 1
+    with _progress(len(entries), "eval per speaker", progress) as bar:
+        for entry in entries:
+            text = render_entry(entry)
+            encoded = tokenizer(text, return_offsets_mapping=True)
+            ids = encoded["input_ids"] + [tokenizer.eos_token_id]
+            starts = [start for start, _ in encoded["offset_mapping"]] + [len(text)]
+            # who owns each character: the header, then each turn's speaker
+            header = len(render_dialogue(entry.topic, entry.context))
+            spans = [("(Topik/Konteks)", 0, header)]
+            for turn in entry.turns:
+                begin = spans[-1][2]
+                spans.append((turn.speaker, begin, begin + len(render_dialogue(None, None, [turn]))))
+            owners = [next((s for s, a, b in spans if a <= start < b), spans[-1][0]) for start in starts]
+            for name, a, b in spans:
+                n_bytes[name] = n_bytes.get(name, 0) + len(text[a:b].encode("utf-8"))
+            examples = entry_to_examples(entry, tokenizer, topics, contexts, max_length)
+            for begin, example in zip(window_starts(len(ids), max_length), examples, strict=True):
+                losses, _ = _token_losses(model, collate, [example])
+                for offset, value in enumerate(losses[0].tolist()):
+                    owner = owners[begin + offset + 1]
+                    nll[owner] = nll.get(owner, 0.0) + value
+                    tokens[owner] = tokens.get(owner, 0) + 1
+            bar.update(1)
+    model.train(was_training)
     return {
         name: {"tokens": tokens[name], **nll_metrics(nll[name], tokens[name], n_bytes.get(name, 1))}
         for name in sorted(tokens, key=lambda n: -tokens[n])
@@ -312,17 +334,3 @@ def complete_checkpoints(run_dir: str | Path) -> list[Path]:
     found = [p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)]
     found = [p for p in found if p.name[len(CHECKPOINT_PREFIX) :].isdigit()]
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
-
-
-def save_atomically(save_fn, folder: str | Path) -> None:
-    """Run `save_fn(tmp_folder)` then swap the folder into place, so `folder` is never half-written."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_fn(tmp)
-    if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""The examples run as a user would run them: plain transformers code on a model saved by `ringan train`."""
+"""The examples run as a user would run them, on a model saved by `ringan train`: generation with plain transformers
+(no `ringan` import), fine-tuning with a plain `Trainer` (the dialogue format read with `ringan.data`)."""
 
 from __future__ import annotations
 

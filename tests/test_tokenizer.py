@@ -18,10 +18,7 @@ from ringan.tokenization import (
     BOS,
     DEFAULT_ASSISTANT,
     DEFAULT_USER,
-    EOS,
-    PAD,
     SPECIAL_TOKENS,
-    UNK,
     characters_per_token,
     chat_messages,
     encode_entry,
@@ -76,9 +73,16 @@ def roundtrip(tok, text: str) -> str:
 # ------------------------------------------------------------------------------------------ special tokens
 
 
-def test_special_token_ids(tokenizer):
-    assert tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS) == [0, 1, 2, 3]
-    assert SPECIAL_TOKENS == [PAD, BOS, EOS, UNK]
+def test_special_token_ids(tokenizer, saved):
+    # spelt out here, not read from the module: a renamed or reordered special token must fail this test
+    assert tokenizer.convert_tokens_to_ids(["<pad>", "<s>", "</s>", "<unk>"]) == [0, 1, 2, 3]
+    added = json.loads((saved / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
+    assert [(t["id"], t["content"], t["special"]) for t in added] == [
+        (0, "<pad>", True),
+        (1, "<s>", True),
+        (2, "</s>", True),
+        (3, "<unk>", True),
+    ]
     assert (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (
         0,
         1,

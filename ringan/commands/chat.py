@@ -13,9 +13,10 @@ import torch
 
 from ..data import Turn, render_dialogue
 from ..errors import UserError
+from ..files import readable_folder, writing
 from ..options import option
-from .common import DEFAULT_MODEL, load_model, resolve_context, resolve_topic, set_threads
-from .generate import SamplingOptions, clean_reply
+from .common import load_model, model_folder, model_option, resolve_context, resolve_topic, set_threads
+from .generate import SamplingOptions, clean_reply, conditioning_inputs
 
 BLANK_LINE = "\n\n"
 
@@ -25,7 +26,7 @@ class ChatOptions(SamplingOptions):
     """Chat: you play one speaker, the model the other. Each reply costs only its new tokens (the
     conversation lives in the fixed-size recurrent state). Type /quit to stop."""
 
-    model: str = option(DEFAULT_MODEL, "a saved model folder")
+    model: str | None = model_option()
     topic: str | None = option(None, "the Topik, by name or id", default_text="the first known topic")
     context: str | None = option(None, "the Konteks paragraph", default_text="the topic's")
     user: str = option("Kamu", "your speaker name")
@@ -61,6 +62,8 @@ class ChatSession:
 
         from ringan import RinganCache
 
+        from ..tokenization import end_of_turn_ids
+
         self.turns.append(Turn(self.user, " ".join(message.split())))
         piece = self.pending + render_dialogue(None, None, self.turns[-1:], self.bot)
         self.token_ids += self.tok(piece, add_special_tokens=False)["input_ids"]
@@ -72,11 +75,10 @@ class ChatSession:
             new,
             attention_mask=torch.ones_like(new),
             cache=self.cache,
-            topic_ids=torch.tensor([self.topic_id]),
-            context_ids=torch.tensor([self.context_id]),
+            **conditioning_inputs(self.model, self.tok, self.topic, self.topic_id, self.context, self.context_id),
             max_new_tokens=max_new_tokens,
-            stop_strings=["\n"],  # an utterance is one line
-            tokenizer=self.tok,
+            eos_token_id=end_of_turn_ids(self.tok),  # an utterance is one line: a newline token ends it
+            pad_token_id=self.tok.pad_token_id,
             streamer=streamer,
             **sampling,
         )
@@ -105,31 +107,93 @@ class ChatSession:
             "turns": [[t.speaker, t.text] for t in self.turns],
         }
         tmp = Path(str(path) + ".tmp")
-        save_file(tensors, str(tmp), metadata={"ringan_chat": json.dumps(meta, ensure_ascii=False)})
+        try:
+            with writing(path, "the chat session"):
+                save_file(tensors, str(tmp), metadata={"ringan_chat": json.dumps(meta, ensure_ascii=False)})
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path, model, tok) -> ChatSession:
-        from safetensors import safe_open
-
+        """Resume a saved session; a file that is not one, or one made with another model, is a `UserError`."""
         from ringan import RinganCache
 
+        meta, tensors = _read_session(path)
         try:
-            with safe_open(str(path), "pt") as f:
-                meta = json.loads(f.metadata()["ringan_chat"])
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as err:  # noqa: BLE001
-            raise UserError(f"{path}: not a ringan chat session file ({err})") from None
-        session = cls(
-            model, tok, meta["topic"], meta["topic_id"], meta["context"], meta["context_id"], meta["user"], meta["bot"]
-        )
-        session.turns = [Turn(s, t) for s, t in meta["turns"]]
-        session.token_ids = tensors["token_ids"].tolist()
-        session.pending = meta["pending"]
+            session = cls(
+                model,
+                tok,
+                meta["topic"],
+                int(meta["topic_id"]),
+                meta["context"],
+                int(meta["context_id"]),
+                meta["user"],
+                meta["bot"],
+            )
+            session.turns = [Turn(s, t) for s, t in meta["turns"]]
+            session.pending = str(meta["pending"])
+            session.token_ids = tensors["token_ids"].tolist()
+        except (KeyError, TypeError, ValueError) as err:
+            raise UserError(f"{path}: not a ringan chat session file (bad or missing field: {_short(err)})") from None
+        ids = session.token_ids
+        if tensors["token_ids"].dim() != 1 or any(not 0 <= i < model.config.vocab_size for i in ids):
+            raise UserError(
+                f"{path}: its token ids do not fit this model's vocabulary: it was saved with another model"
+            )
         cache_tensors = {k[len("cache.") :]: v for k, v in tensors.items() if k.startswith("cache.")}
         if cache_tensors:
-            session.cache = RinganCache.from_state_dict(cache_tensors, model.config.num_hidden_layers)
+            try:
+                session.cache = RinganCache.from_state_dict(cache_tensors, model.config.num_hidden_layers)
+                _check_cache(session.cache, model, len(ids))
+            except (KeyError, ValueError, RuntimeError, IndexError) as err:
+                raise UserError(
+                    f"{path}: its saved state does not fit this model (saved with another model?): {_short(err)}"
+                ) from None
         return session
+
+
+def _short(err: object) -> str:
+    text = " ".join(str(err).split())
+    return text[:200]
+
+
+def _read_session(path: str | Path) -> tuple[dict, dict]:
+    from safetensors import safe_open
+
+    if Path(path).is_dir():
+        raise UserError(f"{path}: is a folder, not a chat session file")
+    try:
+        with safe_open(str(path), "pt") as f:
+            raw = (f.metadata() or {}).get("ringan_chat")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # noqa: BLE001  (safetensors raises its own error type for every kind of damage)
+        raise UserError(f"{path}: not a ringan chat session file ({_short(err)})") from None
+    if raw is None or "token_ids" not in tensors:
+        raise UserError(f"{path}: not a ringan chat session file (no ringan_chat metadata or token_ids)")
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise UserError(f"{path}: not a ringan chat session file (its metadata is not valid JSON)") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: not a ringan chat session file (its metadata is not a JSON object)")
+    return meta, tensors
+
+
+def _check_cache(cache, model, n_tokens: int) -> None:
+    """The saved state has this model's shape and has not seen more tokens than the transcript holds."""
+    config = model.config
+    probe = torch.zeros(1, 1, dtype=torch.long)
+    with torch.no_grad():
+        fresh = model(probe, use_cache=True).cache.state_dict()
+    saved = cache.state_dict()
+    for key, value in fresh.items():
+        if key not in saved or tuple(saved[key].shape) != tuple(value.shape):
+            shape = tuple(saved[key].shape) if key in saved else "missing"
+            raise ValueError(f"{key}: {shape} vs {tuple(value.shape)} for {config.num_hidden_layers} layers")
+    if int(cache.seen_tokens[0]) > n_tokens:
+        raise ValueError(f"the state has seen {int(cache.seen_tokens[0])} tokens, the transcript holds {n_tokens}")
 
 
 def chat(options: ChatOptions | None = None, /, *, input_stream: TextIO | None = None, **overrides) -> ChatSession:
@@ -139,13 +203,14 @@ def chat(options: ChatOptions | None = None, /, *, input_stream: TextIO | None =
 
     o = ChatOptions.build(options, overrides)
     set_threads(o.threads)
-    model, tok = load_model(o.model)
+    model_dir = readable_folder(model_folder(o.model))  # a model caught mid-save is read from its complete copy
+    model, tok = load_model(model_dir)
     if o.session and Path(o.session).exists():
         session = ChatSession.load(o.session, model, tok)
         print(f"(resumed {o.session}: {len(session.turns)} turns, {session.seen} tokens in the state)")
     else:
         topic_id, topic_name = resolve_topic(model.config, o.topic)
-        context_id, context_text = resolve_context(o.model, model.config, topic_name, o.context)
+        context_id, context_text = resolve_context(model_dir, model.config, topic_name, o.context)
         session = ChatSession(model, tok, topic_name, topic_id, context_text, context_id, o.user, o.bot)
         print(f"==== Topik: {topic_name} ====\nKonteks: {context_text}\n(type /quit to stop)")
     sampling = o.generate_kwargs()

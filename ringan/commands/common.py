@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,16 +10,22 @@ import torch
 
 from ..data import UNKNOWN, default_corpus_path
 from ..errors import UserError
+from ..files import readable_folder
 from ..options import option
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 TOPIC_CONTEXTS_FILE = "topic_contexts.json"  # topic -> a Konteks seen with it, for prompts that give no Konteks
-DEFAULT_MODEL = "runs/ringan/model"
+RUNS, MODEL_DIR = "runs", "model"  # where verbs look for a model when --model is not given
 
 
 def data_option():
     """The `--data` field of the verbs that read dialogue files."""
     return option(None, "dialogue files or folders", default_text="the corpus shipped with ringan")
+
+
+def model_option(what: str = "a saved model folder"):
+    """The `--model` field of the verbs that read a saved model."""
+    return option(None, what, default_text=f"the most recently trained {RUNS}/*/{MODEL_DIR}")
 
 
 def threads_option():
@@ -62,37 +68,85 @@ def read_text_lines(files: Sequence[str]) -> list[str]:
     return lines
 
 
+def model_folder(model: str | None) -> Path:
+    """The model folder a verb reads: `model`, or (when none is given) the most recently trained `runs/*/model`
+    under the current folder, where `ringan train` and `ringan quickstart` save theirs."""
+    if model is not None:
+        return Path(model)
+    found = sorted(
+        (p for p in Path(RUNS).glob(f"*/{MODEL_DIR}") if (p / "config.json").is_file()),
+        key=lambda p: (p / "config.json").stat().st_mtime,
+    )
+    if not found:
+        raise UserError(
+            f"no trained model under {Path(RUNS).resolve()}/*/{MODEL_DIR} (`ringan train` saves to runs/ringan/model, "
+            "`ringan quickstart` to runs/quickstart/model): pass --model FOLDER"
+        )
+    print(f"(using {found[-1]}, the most recently trained model under {RUNS}/; --model picks another)", file=sys.stderr)
+    return found[-1]
+
+
 def load_tokenizer(folder: str | Path):
-    """A saved tokenizer, or a one-line error saying how to make one."""
-    from transformers import AutoTokenizer
+    """A saved tokenizer (the installed tokenizer class; no code from the folder), or a one-line error."""
+    from ..loading import read_tokenizer
 
-    folder = Path(folder)
-    if not (folder / "tokenizer.json").is_file():
-        raise UserError(f"{folder}: no tokenizer.json here (train one with `ringan tokenizer`)")
-    return AutoTokenizer.from_pretrained(str(folder))
-
-
-def load_model(folder: str | Path, for_training: bool = False):
-    """A saved Ringan model and its tokenizer, with the checks a user needs when something is missing."""
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    import ringan  # noqa: F401  (registers the auto classes)
-
-    hf_logging.disable_progress_bar()  # keep generated text and tables clean
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"{folder}: no such model folder")
+        raise UserError(f"{folder}: no such tokenizer folder")
+    if not (folder / "tokenizer.json").is_file():
+        raise UserError(f"{folder}: no tokenizer.json here (train one with `ringan tokenizer`)")
+    return read_tokenizer(folder)
+
+
+def check_model_folder(folder: str | Path) -> Path:
+    """The folder to read a saved model from (the complete copy a stopped save left, if `folder` is gone), with
+    its files present."""
+    requested = Path(folder)
+    folder = readable_folder(requested)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "no such model folder"
+        raise UserError(f"{requested}: {what}")
     missing = [name for name in MODEL_FILES if not (folder / name).is_file()]
     if missing:
         raise UserError(f"{folder}: model folder is missing {', '.join(missing)} (was it saved by `ringan train`?)")
+    return folder
+
+
+def check_saved_model(folder: str | Path):
+    """Every file of a saved model checked, without loading its weights: `(folder, config, tokenizer)`. `folder`
+    is where to read it (the complete copy a stopped save left, if the folder itself is gone)."""
+    from ..loading import check_weights, read_json, read_model_config
+
+    folder = check_model_folder(folder)
+    config = read_model_config(folder)
+    if (folder / "generation_config.json").is_file():
+        read_json(folder / "generation_config.json", "generation_config.json")
     tokenizer = load_tokenizer(folder)
-    model = AutoModelForCausalLM.from_pretrained(str(folder))
-    if len(tokenizer) > model.config.vocab_size:
+    if len(tokenizer) > config.vocab_size:
         raise UserError(
             f"{folder}: the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
-            f"{model.config.vocab_size}: they do not belong together"
+            f"{config.vocab_size}: they do not belong together"
         )
+    check_weights(folder, config)
+    return folder, config, tokenizer
+
+
+def load_model(folder: str | Path, for_training: bool = False):
+    """A saved Ringan model and its tokenizer, every file checked, with the installed classes only (code a folder
+    ships is never run). `for_training`: a quantized model comes back as trainable float weights."""
+    from transformers.utils import logging as hf_logging
+
+    from ..loading import load_weights
+
+    hf_logging.disable_progress_bar()  # keep generated text and tables clean
+    folder, config, tokenizer = check_saved_model(folder)
+    model = load_weights(folder, config)
+    if for_training and model.config.quantization:
+        from ..modeling.quantization import dequantize_model_
+
+        scheme = model.config.quantization
+        dequantize_model_(model)  # every weight trainable again, in fp32
+        print(f"(loaded {folder} dequantized from int{scheme['bits']} to fp32 for training)", file=sys.stderr)
     model.train(for_training)
     return model, tokenizer
 
@@ -117,12 +171,27 @@ def resolve_topic(config, topic: str | None) -> tuple[int, str]:
 
 def resolve_context(model_dir: str | Path, config, topic: str, context: str | None) -> tuple[int, str]:
     """`(id, text)` of a Konteks (id 0 when the model does not know it); the topic's own when `context` is None."""
+    from ..loading import read_json
+
     names = config.context_names or [UNKNOWN]
     if context is None:
         mapping_file = Path(model_dir) / TOPIC_CONTEXTS_FILE
-        mapping = json.loads(mapping_file.read_text(encoding="utf-8")) if mapping_file.is_file() else {}
-        if topic not in mapping:
+        mapping = read_json(mapping_file, TOPIC_CONTEXTS_FILE) if mapping_file.is_file() else {}
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise UserError(f"{mapping_file}: expected a JSON object of topic -> Konteks text")
+        if topic not in mapping or not mapping[topic].strip():
             raise UserError(f"no Konteks is known for topic {topic!r}: pass --context")
         context = mapping[topic]
     context = " ".join(context.split())
     return (names.index(context) if context in names else 0), context
+
+
+def require_extra(extra: str, modules: tuple[str, ...]) -> None:
+    """Stop with the install command when an optional dependency is missing."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise UserError(f"{name} is not installed: pip install 'ringan[{extra}]'") from None

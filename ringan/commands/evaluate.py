@@ -7,19 +7,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import read_dialogues
+from ..errors import UserError
+from ..files import write_text_atomically
 from ..options import Options, option
-from .common import DEFAULT_MODEL, data_option, data_paths, load_model, set_threads, threads_option
+from .common import data_option, data_paths, load_model, model_folder, model_option, set_threads, threads_option
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalOptions(Options):
     """Perplexity and bits per byte of a checkpoint on dialogue files, overall and per speaker."""
 
-    model: str = option(DEFAULT_MODEL, "a saved model folder (with its tokenizer)")
+    model: str | None = model_option("a saved model folder (with its tokenizer)")
     data: list[str] | None = data_option()
     batch_size: int = option(8, "sequences per forward pass", minimum=1)
     max_length: int = option(1024, "tokens per sequence window", minimum=2)
     json_output: str | None = option(None, "also write the results to this JSON file")
+    progress: bool = option(True, "progress bars on stderr while evaluating")
     threads: int = threads_option()
 
 
@@ -29,12 +32,14 @@ def evaluate(options: EvalOptions | None = None, /, **overrides) -> dict:
 
     o = EvalOptions.build(options, overrides)
     set_threads(o.threads)
-    model, tok = load_model(o.model)
+    model_dir = model_folder(o.model)
+    json_output = _check_json_output(o.json_output, model_dir)
+    model, tok = load_model(model_dir)
     entries = read_dialogues(data_paths(o.data))
     topics, contexts = model_vocabularies(model.config)
     examples = [x for e in entries for x in entry_to_examples(e, tok, topics, contexts, o.max_length)]
-    overall = evaluate_examples(model, examples, o.batch_size, tok.pad_token_id)
-    per_speaker = evaluate_by_speaker(model, tok, entries, o.max_length)
+    overall = evaluate_examples(model, examples, o.batch_size, tok.pad_token_id, progress=o.progress)
+    per_speaker = evaluate_by_speaker(model, tok, entries, o.max_length, progress=o.progress)
     print(
         f"eval: {len(entries)} entries, {overall['tokens']} tokens: loss {overall['loss']:.4f}, "
         f"perplexity {overall['perplexity']:.2f}, bits/byte {overall['bits_per_byte']:.4f}"
@@ -45,6 +50,21 @@ def evaluate(options: EvalOptions | None = None, /, **overrides) -> dict:
             f"{name[:24]:<24} {m['tokens']:>8} {m['loss']:>8.4f} {m['perplexity']:>10.2f} {m['bits_per_byte']:>10.4f}"
         )
     result = {"overall": overall, "per_speaker": per_speaker}
-    if o.json_output:
-        Path(o.json_output).write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+    if json_output:
+        write_text_atomically(json_output, json.dumps(result, indent=1, ensure_ascii=False), "the results")
     return result
+
+
+def _check_json_output(path: str | None, model_dir: Path) -> Path | None:
+    """Where the results go, checked before the (long) evaluation: a file in an existing folder, not in the
+    model folder."""
+    if not path:
+        return None
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"--json-output {out}: is a folder; name a file")
+    if not out.parent.is_dir():
+        raise UserError(f"--json-output {out}: no such folder {out.parent}")
+    if out.resolve().parent == model_dir.resolve():
+        raise UserError(f"--json-output {out}: is inside the model folder {model_dir}; write it elsewhere")
+    return out

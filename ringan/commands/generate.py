@@ -9,8 +9,17 @@ import torch
 
 from ..data import Turn, render_dialogue
 from ..errors import OptionError
+from ..files import readable_folder
 from ..options import Options, option
-from .common import DEFAULT_MODEL, load_model, resolve_context, resolve_topic, set_threads, threads_option
+from .common import (
+    load_model,
+    model_folder,
+    model_option,
+    resolve_context,
+    resolve_topic,
+    set_threads,
+    threads_option,
+)
 
 FALLBACK_SPEAKERS = ("Kiann", "Caecillia", "Pembicara")  # fill a conversation up to two speakers
 
@@ -45,7 +54,7 @@ class SamplingOptions(Options):
 class GenerateOptions(SamplingOptions):
     """Continue a dialogue for a Topik and Konteks: each reply stops at the end of the speaker's turn."""
 
-    model: str = option(DEFAULT_MODEL, "a saved model folder")
+    model: str | None = model_option()
     topic: str | None = option(
         None, "the Topik, by name (see config.topic_names) or id", default_text="the first known topic"
     )
@@ -67,9 +76,10 @@ def generate(options: GenerateOptions | None = None, /, **overrides) -> list[Tur
 
     o = GenerateOptions.build(options, overrides)
     set_threads(o.threads)
-    model, tok = load_model(o.model)
+    model_dir = readable_folder(model_folder(o.model))  # a model caught mid-save is read from its complete copy
+    model, tok = load_model(model_dir)
     topic_id, topic_name = resolve_topic(model.config, o.topic)
-    context_id, context_text = resolve_context(o.model, model.config, topic_name, o.context)
+    context_id, context_text = resolve_context(model_dir, model.config, topic_name, o.context)
     turns = parse_turns(o.turn)
     names = list(o.speakers or [])
     for t in turns:
@@ -90,7 +100,18 @@ def generate(options: GenerateOptions | None = None, /, **overrides) -> list[Tur
         if o.stream:
             print(f"{next_speaker}:", end="", flush=True)
             streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        reply = generate_reply(model, tok, prompt, topic_id, context_id, o.max_new_tokens, sampling, streamer)
+        reply = generate_reply(
+            model,
+            tok,
+            prompt,
+            topic_id,
+            context_id,
+            o.max_new_tokens,
+            sampling,
+            streamer,
+            topic=topic_name,
+            context=context_text,
+        )
         if not o.stream:
             print(f"{next_speaker}: {reply}\n")
         elif not reply:
@@ -111,18 +132,47 @@ def parse_turns(turns: Sequence[str] | None) -> list[Turn]:
     return parsed
 
 
+def conditioning_inputs(model, tok, topic: str | None, topic_id: int, context: str | None, context_id: int) -> dict:
+    """The topic/Konteks inputs the model's `config.conditioning` takes, for a batch of one."""
+    mode = getattr(model.config, "conditioning", "ids")
+    if mode == "ids":
+        return {"topic_ids": torch.tensor([topic_id]), "context_ids": torch.tensor([context_id])}
+    if mode != "text":
+        return {}
+    from ..training import conditioning_tokens
+
+    inputs = {}
+    for name, ids in zip(("topic", "context"), conditioning_tokens(tok, topic, context)):
+        if ids:
+            inputs[f"{name}_input_ids"] = torch.tensor([ids])
+            inputs[f"{name}_attention_mask"] = torch.ones(1, len(ids), dtype=torch.long)
+    return inputs
+
+
 def generate_reply(
-    model, tok, prompt: str, topic_id: int, context_id: int, max_new_tokens: int, sampling: dict, streamer=None
+    model,
+    tok,
+    prompt: str,
+    topic_id: int,
+    context_id: int,
+    max_new_tokens: int,
+    sampling: dict,
+    streamer=None,
+    *,
+    topic: str | None = None,
+    context: str | None = None,
 ) -> str:
-    """One reply to a prompt that ends in `Speaker:`; it ends at its first newline (an utterance is one line)."""
+    """One reply to a prompt that ends in `Speaker:`. It ends at its first newline (an utterance is one line): the
+    newline tokens are end-of-turn ids, as in the saved `generation_config`."""
+    from ..tokenization import end_of_turn_ids
+
     enc = tok(prompt, return_tensors="pt")
     out = model.generate(
         **enc,
-        topic_ids=torch.tensor([topic_id]),
-        context_ids=torch.tensor([context_id]),
+        **conditioning_inputs(model, tok, topic, topic_id, context, context_id),
         max_new_tokens=max_new_tokens,
-        stop_strings=["\n"],
-        tokenizer=tok,
+        eos_token_id=end_of_turn_ids(tok),
+        pad_token_id=tok.pad_token_id,
         streamer=streamer,
         **sampling,
     )

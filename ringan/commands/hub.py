@@ -10,14 +10,29 @@ from pathlib import Path
 from ..data import Entry, corpus_statistics
 from ..errors import OptionError, UserError
 from ..options import Options, option
-from .common import DEFAULT_MODEL, MODEL_FILES
+from .common import TOPIC_CONTEXTS_FILE, check_model_folder, check_saved_model, model_folder, model_option
+
+# what a model folder needs on the Hub besides its modeling code (the `.py` files its config.json's auto_map names)
+PUSHED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "README.md",
+    TOPIC_CONTEXTS_FILE,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class PushOptions(Options):
     """Publish a saved model folder to the Hugging Face Hub (weights, modeling files, tokenizer, model card)."""
 
-    model: str = option(DEFAULT_MODEL, "a saved model folder")
+    model: str | None = model_option()
     repo_id: str = option("", "the Hub repository, e.g. 'user/ringan-dialog'")
     private: bool = option(False, "create the repository as private")
     token: str | None = option(None, "a Hub token", default_text="the logged-in one")
@@ -25,31 +40,67 @@ class PushOptions(Options):
 
 
 def push(options: PushOptions | None = None, /, **overrides) -> str:
-    """Upload every file of the folder (hidden and `.tmp` files excepted) in one commit; returns the repo URL."""
+    """Upload the files the model needs (weights, config, tokenizer, card, modeling code) in one commit; nothing
+    else in the folder, and nothing a link points to outside it. Returns the repo URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     o = PushOptions.build(options, overrides)
-    folder = Path(o.model)
     if not o.repo_id or "/" not in o.repo_id:
         raise OptionError("--repo-id", "expected 'user/name'", repr(o.repo_id))
-    missing = [n for n in (*MODEL_FILES, "modeling_ringan.py", "README.md") if not (folder / n).is_file()]
+    folder = check_model_folder(model_folder(o.model))
+    missing = [n for n in ("modeling_ringan.py", "README.md") if not (folder / n).is_file()]
     if missing:
         raise UserError(f"{folder}: cannot publish, missing {', '.join(missing)} (save it with `ringan train`)")
+    check_saved_model(folder)  # a damaged folder is never published
+    files = files_to_push(folder)
+    left_out = sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if (p.is_file() or p.is_symlink()) and p not in files
+    )
     api = HfApi(token=o.token)
     url = api.create_repo(o.repo_id, private=o.private, exist_ok=True, repo_type="model")
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
-    operations = [
-        CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
-        for p in files
-        if not p.name.endswith(".tmp")
-    ]
+    operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in files]
     api.create_commit(repo_id=o.repo_id, repo_type="model", operations=operations, commit_message=o.commit_message)
-    print(f"pushed {folder} to {url}")
+    if left_out:
+        shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+        print(f"push: left out {len(left_out)} files a model does not need ({shown})")
+    print(f"pushed {len(files)} files of {folder} to {url}")
     return str(url)
+
+
+def _inside(folder: Path, path: Path) -> Path:
+    """`path`, if it really lies in `folder`: a link that leads out of it is refused."""
+    if folder.resolve() not in path.resolve().parents:
+        raise UserError(
+            f"{path}: is a link to {path.resolve()}, outside the model folder; push never follows a link out of the "
+            "folder (copy the file in instead)"
+        )
+    return path
+
+
+def files_to_push(folder: Path) -> list[Path]:
+    """The files of a model folder that go to the Hub: `PUSHED_FILES`, the weight shards an index names, and the
+    modeling code `config.json`'s `auto_map` names with the files it imports."""
+    import json
+    import re
+
+    names = [n for n in PUSHED_FILES if (folder / n).is_file()]
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        names += sorted(set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values()))
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    modules = [ref.split("--")[-1].rsplit(".", 1)[0] for ref in (config.get("auto_map") or {}).values()]
+    code: list[str] = []
+    while modules:
+        module = modules.pop()
+        name = f"{module}.py"
+        if name in code or not (folder / name).is_file():
+            continue
+        code.append(name)
+        text = _inside(folder, folder / name).read_text(encoding="utf-8")
+        modules += re.findall(r"^\s*from\s+\.(\w+)\s+import", text, flags=re.MULTILINE)
+    return [_inside(folder, folder / n) for n in dict.fromkeys([*names, *sorted(code)])]
 
 
 def model_card(
@@ -111,12 +162,13 @@ def model_card(
         messages = [{{"role": "system", "content": "Konteks ..."}}, {{"role": "user", "name": "Kiann", "content": "Halo!"}}]
         ids = tokenizer.apply_chat_template(messages, topic="{topic}", assistant_name="Caecillia",
                                             add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        out = model.generate(**ids, topic_ids=torch.tensor([1]), max_new_tokens=60,
-                             stop_strings=["\\n\\n"], tokenizer=tokenizer)
+        out = model.generate(**ids, topic_ids=torch.tensor([1]), max_new_tokens=60)
         print(tokenizer.decode(out[0], skip_special_tokens=True))
         ```
 
-        `topic_ids` / `context_ids` index `config.topic_names` / `config.context_names` (0 = unknown).
+        The reply stops at the end of its turn by itself: `generation_config.json` lists `</s>` and every newline
+        token as end-of-turn ids (an utterance is one line). `topic_ids` / `context_ids` index
+        `config.topic_names` / `config.context_names` (0 = unknown).
 
         ## Topics
 

@@ -20,6 +20,7 @@ from .generate import generate
 from .tokenizer import train_tokenizer
 from .train import train
 
+HELD_OUT = "held_out.txt"
 # Loads the saved model the way a user without the package would, and greedily continues a topic header.
 RELOAD_CHECK = """
 import torch
@@ -46,6 +47,7 @@ class QuickstartOptions(Options):
         None, "the Topik of the generated dialogue", default_text="the first topic of the training split"
     )
     seed: int = option(42, "random seed")
+    overwrite: bool = option(False, "OUTPUT holds an earlier quickstart: replace it")
 
 
 def quickstart(options: QuickstartOptions | None = None, /, **overrides) -> dict:
@@ -53,6 +55,7 @@ def quickstart(options: QuickstartOptions | None = None, /, **overrides) -> dict
     o = QuickstartOptions.build(options, overrides)
     started = time.time()
     output = Path(o.output)
+    _clear(output, o.overwrite)
     threads = set_threads(0)
     entries = load_default_corpus()
     train_entries, val_entries = split_entries(entries, 0.1, o.seed)
@@ -86,7 +89,7 @@ def quickstart(options: QuickstartOptions | None = None, /, **overrides) -> dict
     )
     model_dir = output / "model"
     print("\n== held-out evaluation ==")
-    held_out = output / "held_out.txt"
+    held_out = output / HELD_OUT
     write_dialogues(held_out, val_entries)
     evaluation = evaluate(model=str(model_dir), data=[str(held_out)])
 
@@ -114,6 +117,24 @@ def quickstart(options: QuickstartOptions | None = None, /, **overrides) -> dict
     print(result.stdout.strip())
     print(f"\ndone in {time.time() - started:.0f} s: model in {model_dir}")
     return {"train": metrics, "eval": evaluation}
+
+
+def _clear(output: Path, overwrite: bool) -> None:
+    """An earlier quickstart in OUTPUT is refused, or (with `overwrite`) its files are removed; nothing else is."""
+    from ..files import FolderLock
+    from ..runs import remove, run_files
+
+    lock = FolderLock(output).acquire()  # not while a run is using the folder
+    try:
+        earlier = run_files(output) + [p for p in [output / HELD_OUT] if p.exists()]
+        if earlier and not overwrite:
+            raise UserError(
+                f"{output}: holds an earlier run ({', '.join(p.name for p in earlier[:5])}); pass --overwrite to "
+                "replace it, or choose another --output"
+            )
+        remove(earlier)
+    finally:
+        lock.release()
 
 
 def probe_step_seconds(vocab: int, batch_size: int, max_length: int, threads: int) -> float:

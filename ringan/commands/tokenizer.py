@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..data import Entry, corpus_statistics, read_dialogues
+from ..errors import UserError
+from ..files import check_output, save_atomically
 from ..options import Options, option
 from .common import data_option, data_paths, read_text_lines
 
@@ -19,6 +21,7 @@ class TokenizerOptions(Options):
     vocab_size: int = option(10000, "at most this many tokens (a small corpus yields fewer)", minimum=1)
     text: list[str] | None = option(None, "extra plain-text files, one paragraph per line")
     min_frequency: int = option(2, "a merge needs a pair seen at least this often")
+    overwrite: bool = option(False, "replace what OUTPUT holds (never a model: choose another folder for that)")
 
 
 def train_tokenizer(options: TokenizerOptions | None = None, /, *, entries: Sequence[Entry] | None = None, **overrides):
@@ -27,11 +30,15 @@ def train_tokenizer(options: TokenizerOptions | None = None, /, *, entries: Sequ
     from ..tokenization import train_tokenizer as train_bpe
 
     o = TokenizerOptions.build(options, overrides)
+    inputs = [*(o.data or []), *(o.text or [])]
+    output = check_output(o.output, inputs, o.overwrite)
+    if output.is_dir() and ((output / "model.safetensors").is_file() or (output / "config.json").is_file()):
+        raise UserError(f"--output {output}: holds a model; a tokenizer saved there would replace its tokenizer")
     entries = list(entries) if entries is not None else read_dialogues(data_paths(o.data))
     tok = train_bpe(
         entries, vocab_size=o.vocab_size, extra_texts=read_text_lines(o.text or []), min_frequency=o.min_frequency
     )
-    tok.save_pretrained(o.output)
+    save_atomically(lambda folder: tok.save_pretrained(str(folder)), output, "the tokenizer")
     stats = corpus_statistics(entries)
     print(
         f"tokenizer: {len(tok)} tokens, {characters_per_token(tok, entries):.2f} characters/token on "

@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-import json
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..data import UNKNOWN, LabelVocab, read_dialogues, split_entries
+from ..data import LabelVocab, read_dialogues, split_entries
 from ..errors import UserError
+from ..loading import check_checkpoint
 from ..modeling.configuration_ringan import ATTENTION_TYPES, RinganConfig
 from ..options import Options, option
+from ..runs import RunPlan, on_main_process, prepare_run, refuse_other_run
 from .common import (
-    TOPIC_CONTEXTS_FILE,
+    check_saved_model,
     data_option,
     data_paths,
-    load_model,
     load_tokenizer,
     read_text_lines,
+    require_extra,
     set_threads,
     threads_option,
 )
-from .generate import SamplingOptions
 from .hub import model_card
+from .train_setup import build_model, close_progress_bars, model_sizes, save_final_model, tokenizer_folder
 
 NEW = ", new models only"
 
@@ -37,7 +37,9 @@ class TrainOptions(Options):
 
     Evaluates perplexity and bits per byte on the validation split at every eval, logs to
     OUTPUT/metrics.csv (and TensorBoard with --tensorboard), keeps complete checkpoints in OUTPUT,
-    and saves the final model with its tokenizer and model card to OUTPUT/model.
+    and saves the final model with its tokenizer and model card to OUTPUT/model. A folder that holds
+    another run is refused unless you pass --resume auto (continue it) or --overwrite (replace it);
+    one run at a time may use a folder.
     """
 
     data: list[str] | None = data_option()
@@ -51,8 +53,11 @@ class TrainOptions(Options):
     init_from: str | None = option(None, "a saved model folder to continue from (fine-tuning); its tokenizer is reused")
     resume: str | None = option(
         None,
-        "'auto' (latest checkpoint in OUTPUT, if any) or a checkpoint folder: restores optimizer, scheduler, RNG and "
-        "data position",
+        "'auto' (latest checkpoint in OUTPUT, if any; a finished run says so and stops) or a checkpoint folder: "
+        "restores optimizer, scheduler, RNG and data position",
+    )
+    overwrite: bool = option(
+        False, "OUTPUT holds another run: delete its files (checkpoints, model, best, metrics) and start fresh"
     )
     # the model's defaults are RinganConfig's: one definition for the CLI and for Python
     attention_type: str = option(RinganConfig.attention_type, "the sequence mixer" + NEW, choices=ATTENTION_TYPES)
@@ -66,6 +71,12 @@ class TrainOptions(Options):
     )
     dropout: float = option(
         RinganConfig.dropout, "dropout on embeddings and residual branches" + NEW, minimum=0, below=1
+    )
+    conditioning_dropout: float = option(
+        RinganConfig.conditioning_dropout,
+        "probability of replacing a topic/context id by 0 (unknown) while training" + NEW,
+        minimum=0,
+        below=1,
     )
     vocab_size: int = option(10000, "tokenizer vocabulary when one is trained here", minimum=1)
     max_length: int = option(1024, "tokens per training sequence; longer entries are split, never dropped", minimum=2)
@@ -104,32 +115,77 @@ class TrainOptions(Options):
 def train(options: TrainOptions | None = None, /, *, callbacks: Sequence = (), **overrides) -> dict:
     """Train, evaluate and save to OUTPUT/model; returns the final evaluation metrics. `callbacks` are extra
     `TrainerCallback`s (e.g. a test that kills the run at a given step)."""
-    import datasets
     from transformers import set_seed
-
-    from ..trainer import CSVLoggerCallback, RinganTrainer
-    from ..training import DialogueCollator, entry_to_examples, pack_examples, text_to_examples, training_arguments
+    from transformers.utils import logging as hf_logging
 
     o = TrainOptions.build(options, overrides)
+    output = _check_inputs(o)
     set_threads(o.threads)
     set_seed(o.seed)
-    output = Path(o.output)
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bars in the training log
     entries = read_dialogues(data_paths(o.data))
     train_entries, val_entries = split_entries(entries, o.validation_fraction, o.seed)
-    text_lines = read_text_lines(o.text or [])
-    resume_from = _resume_from(o.resume, output)
-    model, tok, topics, contexts = _model_and_tokenizer(o, train_entries, text_lines)
-
-    train_examples = [x for e in train_entries for x in entry_to_examples(e, tok, topics, contexts, o.max_length)]
-    train_examples += text_to_examples(text_lines, tok, o.max_length)
-    if o.pack:
-        train_examples = pack_examples(train_examples, o.max_length)
-    eval_examples = [x for e in val_entries for x in entry_to_examples(e, tok, topics, contexts, o.max_length)]
-    if not train_examples:
+    if not train_entries:
         raise UserError("no training data: every entry went to validation (lower --validation-fraction)")
+    text_lines = read_text_lines(o.text or [])
+    vocabs = None if o.init_from else _vocabularies(o, train_entries)  # overflow errors before anything is written
+    keep = [Path(o.tokenizer)] if o.tokenizer else []
+    if not o.resume and not o.overwrite:
+        refuse_other_run(output, keep)  # checked again under the lock; refused here, nothing is created
+    args = _arguments(o, output, evaluate=bool(val_entries))
+    held: dict = {}
 
-    steps_per_epoch = math.ceil(len(train_examples) / (o.batch_size * o.grad_accum))
-    total_steps = o.max_steps if o.max_steps > 0 else math.ceil(steps_per_epoch * o.epochs)
+    def prepare() -> tuple[RunPlan, str]:
+        plan, held["lock"] = prepare_run(output, o.resume, o.overwrite, keep=keep)
+        return plan, str(tokenizer_folder(o, plan, output, train_entries, text_lines))
+
+    try:
+        plan, tokenizer_dir = on_main_process(prepare)  # every process then reads what the main one decided
+        tok = load_tokenizer(tokenizer_dir)
+        return _run(o, args, output, plan, tok, vocabs, (entries, train_entries, val_entries), text_lines, callbacks)
+    finally:
+        if "lock" in held:
+            held["lock"].release()
+
+
+def _check_inputs(o: TrainOptions) -> Path:
+    """What can be refused before anything is read or written: the options together, the input folders."""
+    if o.resume and o.overwrite:
+        raise UserError("--resume and --overwrite: choose one (continue the run, or replace it)")
+    if o.resume and o.resume != "auto":
+        if not (Path(o.resume) / "trainer_state.json").is_file():
+            raise UserError(f"--resume {o.resume}: not a complete checkpoint folder (no trainer_state.json)")
+        check_checkpoint(o.resume)
+    if o.tensorboard:
+        require_extra("tensorboard", ("tensorboard",))
+    if o.init_from:
+        check_saved_model(o.init_from)
+    if o.tokenizer:
+        load_tokenizer(o.tokenizer)
+    try:
+        RinganConfig(**model_sizes(o), vocab_size=o.vocab_size)
+    except ValueError as err:
+        raise UserError(f"model options: {err}") from None
+    output = Path(o.output)
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output}: exists and is not a folder")
+    return output
+
+
+def _vocabularies(o: TrainOptions, train_entries) -> tuple[LabelVocab, LabelVocab]:
+    try:
+        topics = LabelVocab.build([e.topic for e in train_entries], o.num_topics, "topics", o.on_overflow)
+        contexts = LabelVocab.build([e.context for e in train_entries], o.num_contexts, "contexts", o.on_overflow)
+    except ValueError as err:
+        raise UserError(
+            str(err).replace("num_topics", "--num-topics").replace("num_contexts", "--num-contexts")
+        ) from None
+    return topics, contexts
+
+
+def _arguments(o: TrainOptions, output: Path, evaluate: bool):
+    from ..training import training_arguments
+
     args = training_arguments(
         output,
         batch_size=o.batch_size,
@@ -138,15 +194,46 @@ def train(options: TrainOptions | None = None, /, *, callbacks: Sequence = (), *
         weight_decay=o.weight_decay,
         epochs=o.epochs,
         max_steps=o.max_steps,
-        warmup_steps=int(o.warmup_ratio * total_steps),
         logging_steps=o.logging_steps,
-        eval_steps=o.eval_steps if eval_examples else None,
+        eval_steps=o.eval_steps if evaluate else None,
         save_steps=o.save_steps,
         save_total_limit=o.save_total_limit,
         seed=o.seed,
         bf16=o.bf16,
         tensorboard=o.tensorboard,
     )
+    _ = args.world_size  # sets up torch.distributed under torchrun / accelerate launch
+    return args
+
+
+def _run(o, args, output: Path, plan: RunPlan, tok, vocabs, splits, text_lines, callbacks):
+    import datasets
+
+    from ..runs import checkpoint_step, read_run, write_run
+    from ..trainer import CSVLoggerCallback, RinganTrainer
+    from ..training import DialogueCollator, entry_to_examples, pack_examples, text_to_examples
+
+    entries, train_entries, val_entries = splits
+    model, topics, contexts = build_model(o, plan, tok, vocabs, train_entries)
+    train_examples = [x for e in train_entries for x in entry_to_examples(e, tok, topics, contexts, o.max_length)]
+    train_examples += text_to_examples(text_lines, tok, o.max_length)
+    if o.pack:
+        train_examples = pack_examples(train_examples, o.max_length)
+    eval_examples = [x for e in val_entries for x in entry_to_examples(e, tok, topics, contexts, o.max_length)]
+
+    # the step count the Trainer will run: each of `world` processes takes its own batches of the data
+    world = args.world_size
+    batches = math.ceil(math.ceil(len(train_examples) / o.batch_size) / world)
+    steps_per_epoch = max(math.ceil(batches / o.grad_accum), 1)
+    total_steps = o.max_steps if o.max_steps > 0 else math.ceil(steps_per_epoch * o.epochs)
+    args.warmup_steps = math.ceil(o.warmup_ratio * total_steps)
+    main = args.process_index == 0
+    done = checkpoint_step(plan.resume_from) if plan.resume_from else 0
+    if done >= total_steps and (output / "model" / "config.json").is_file():
+        if main:
+            print(f"resume: {output} is finished (step {done} of {total_steps}; the model is in {output / 'model'})")
+        return read_run(output).get("metrics", {})
+
     if o.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     trainer = RinganTrainer(
@@ -155,18 +242,31 @@ def train(options: TrainOptions | None = None, /, *, callbacks: Sequence = (), *
         train_dataset=datasets.Dataset.from_list(train_examples),
         eval_dataset=datasets.Dataset.from_list(eval_examples) if eval_examples else None,
         data_collator=DialogueCollator(tok.pad_token_id, model.config.conditioning),
+        processing_class=tok,  # each checkpoint carries its tokenizer
         eval_examples=eval_examples or None,
         best_dir=output / "best" if (eval_examples and o.keep_best) else None,
+        run_id=plan.run_id,
         callbacks=[CSVLoggerCallback(output / "metrics.csv"), *callbacks],
     )
     n_params = sum(p.numel() for p in model.parameters())
-    if trainer.is_world_process_zero():
+    if main:
         print(
             f"train: {n_params / 1e6:.2f}M parameters ({model.config.attention_type}), {len(train_entries)} train / "
-            f"{len(val_entries)} validation entries, {len(train_examples)} sequences, {total_steps} steps, "
-            f"{torch.get_num_threads()} threads"
+            f"{len(val_entries)} validation entries, {len(train_examples)} sequences, {total_steps} steps "
+            f"({args.warmup_steps} warm-up) on {world} process{'es' if world > 1 else ''} x batch {o.batch_size}"
+            f"{f' x {o.grad_accum} accumulated' if o.grad_accum > 1 else ''}, {torch.get_num_threads()} threads"
         )
-    trainer.train(resume_from_checkpoint=resume_from)
+    if done >= total_steps:  # the last checkpoint is the last step: only the final model is left to save
+        from safetensors.torch import load_file
+
+        trainer.model.load_state_dict(load_file(str(Path(plan.resume_from) / "model.safetensors")))
+        trainer.state.global_step = done
+    else:
+        try:
+            trainer.train(resume_from_checkpoint=plan.resume_from)
+        except BaseException:
+            close_progress_bars(trainer)  # an error line after the bar, not inside it
+            raise
     metrics = trainer.evaluate() if eval_examples else {}
     if trainer.best is not None and trainer.best["eval_loss"] < metrics.get("eval_loss", float("inf")):
         from safetensors.torch import load_file
@@ -174,12 +274,13 @@ def train(options: TrainOptions | None = None, /, *, callbacks: Sequence = (), *
         # a small corpus overfits: the model we keep is the one that did best on held-out entries
         trainer.model.load_state_dict(load_file(str(output / "best" / "model.safetensors")))
         metrics = trainer.evaluate(metric_key_prefix="eval")
-        if trainer.is_world_process_zero():
+        if main:
             print(f"keep-best: the final model is the step-{trainer.best['step']} weights (lowest validation loss)")
 
-    if trainer.is_world_process_zero():
+    if main:
         card = model_card(model.config, n_params, entries, train_entries, val_entries, metrics, o.data, o.text)
-        _save_final_model(trainer, tok, train_entries, card, output / "model")
+        save_final_model(trainer, tok, train_entries, card, output / "model")
+        write_run(output, finished=True, global_step=trainer.state.global_step, metrics=metrics)
         if metrics:
             print(
                 f"eval: loss {metrics['eval_loss']:.4f}, perplexity {metrics['eval_perplexity']:.2f}, "
@@ -187,103 +288,3 @@ def train(options: TrainOptions | None = None, /, *, callbacks: Sequence = (), *
             )
         print(f"saved: {output / 'model'}")
     return metrics
-
-
-def _resume_from(resume: str | None, output: Path) -> str | None:
-    """The checkpoint folder `--resume` names (`auto`: the run's latest complete one, if any)."""
-    from ..training import complete_checkpoints
-
-    if not resume:
-        return None
-    if resume == "auto":
-        found = complete_checkpoints(output)
-        resume_from = str(found[-1]) if found else None
-        print(
-            f"resume: {'from ' + resume_from if resume_from else 'no checkpoint in ' + str(output) + ', starting fresh'}"
-        )
-        return resume_from
-    if not (Path(resume) / "trainer_state.json").is_file():
-        raise UserError(f"{resume}: not a complete checkpoint folder (no trainer_state.json)")
-    return resume
-
-
-def _model_and_tokenizer(o: TrainOptions, train_entries, text_lines: list[str]):
-    """`(model, tokenizer, topics, contexts)`: from `--init-from` (its ids kept, new names appended) or new."""
-    import ringan
-
-    from ..tokenization import train_tokenizer
-
-    if o.init_from:
-        model, tok = load_model(o.init_from, for_training=True)
-        config = model.config
-        config.topic_names = _extend_names(
-            config.topic_names, [e.topic for e in train_entries], config.num_topics, "topics"
-        )
-        config.context_names = _extend_names(
-            config.context_names, [e.context for e in train_entries], config.num_contexts, "contexts"
-        )
-        return model, tok, LabelVocab(config.topic_names), LabelVocab(config.context_names)
-    tok = load_tokenizer(o.tokenizer) if o.tokenizer else train_tokenizer(train_entries, o.vocab_size, text_lines)
-    topics = LabelVocab.build([e.topic for e in train_entries], o.num_topics, "topics", o.on_overflow)
-    contexts = LabelVocab.build([e.context for e in train_entries], o.num_contexts, "contexts", o.on_overflow)
-    config = ringan.RinganConfig(
-        vocab_size=len(tok),
-        hidden_size=o.hidden_size,
-        num_hidden_layers=o.num_layers,
-        num_attention_heads=o.num_heads,
-        intermediate_size=o.intermediate_size,
-        num_topics=o.num_topics,
-        num_contexts=o.num_contexts,
-        attention_type=o.attention_type,
-        dropout=o.dropout,
-        topic_names=topics.names,
-        context_names=contexts.names,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    return ringan.RinganForCausalLM(config), tok, topics, contexts
-
-
-def _extend_names(existing: list[str], values: Sequence[str], rows: int, what: str) -> list[str]:
-    """Keep every existing name at its id; append new names while rows remain (the rest map to 0)."""
-    names = list(existing) if existing else [UNKNOWN]
-    new = [v for v in dict.fromkeys(values) if v not in names]
-    room = rows - len(names)
-    if len(new) > room:
-        warnings.warn(
-            f"the data holds {len(new)} new {what} but the model has room for {max(room, 0)} more: "
-            f"the rest use id 0 (unknown)",
-            stacklevel=2,
-        )
-    return names + new[: max(room, 0)]
-
-
-def _save_final_model(trainer, tok, train_entries, card: str, folder: Path) -> None:
-    """The model folder `ringan generate/chat/push` and plain transformers read, written atomically."""
-    from transformers import GenerationConfig
-
-    from ..training import save_atomically
-
-    # the sampling defaults of `ringan generate`, so plain `model.generate()` decodes the same way
-    sampling = SamplingOptions()
-    trainer.model.generation_config = GenerationConfig(
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        max_new_tokens=sampling.max_new_tokens,
-        **sampling.generate_kwargs(),
-    )
-    topic_contexts = {}
-    for e in train_entries:
-        topic_contexts.setdefault(e.topic, e.context)
-
-    def save(staging: Path) -> None:
-        trainer.model.save_pretrained(str(staging))
-        tok.save_pretrained(str(staging))
-        (staging / TOPIC_CONTEXTS_FILE).write_text(
-            json.dumps(topic_contexts, ensure_ascii=False, indent=1), encoding="utf-8"
-        )
-        (staging / "README.md").write_text(card, encoding="utf-8")
-
-    save_atomically(save, folder)

@@ -29,8 +29,9 @@ WARM_START_NOTE = (
 )
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read tensors safely: a .safetensors file, or `torch.load(weights_only=True)` (no pickled code runs)."""
+    path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -91,13 +92,14 @@ def _infer_config(state: dict[str, torch.Tensor], num_heads: int | None) -> tupl
 
 
 def convert_seed_checkpoint(
-    path: str | Path,
+    path: str | Path | dict,
     out_dir: str | Path,
     tokenizer_dir: str | Path | None = None,
     *,
     num_heads: int | None = None,
     attention_type: str = "retention",
     verbose: bool = True,
+    source_name: str | None = None,
 ) -> dict:
     """Convert a state_dict of the founding document's `MyGenerativeModel` into a Ringan checkpoint (warm start).
 
@@ -117,22 +119,24 @@ def convert_seed_checkpoint(
     fine-tuning must recover.
 
     Args:
-        path: the `.pt`/`.pth`/`.bin`/`.safetensors` file.
+        path: the `.pt`/`.pth`/`.bin`/`.safetensors` file, or its state_dict already read with `load_state_dict`.
         out_dir: the output folder (`save_pretrained` layout, README.md with the warm-start note and the report).
         tokenizer_dir: optional folder with the tokenizer files to copy beside the weights.
         num_heads: attention heads (default: the document's 4).
         attention_type: Ringan's attention form for the result.
         verbose: print the report.
+        source_name: the file name recorded in the config (default: the name of `path`).
 
     Returns:
         `{"config": {...}, "mapped": [[source, target, shape]], "unmapped": {source: reason},
         "initialised": [Ringan tensors left at their initial values], "head_bias": {...} | None, "notes": [...],
         "out_dir": str}`.
     """
-    path, out_dir = Path(path), Path(out_dir)
-    state = _load_state_dict(path)
+    out_dir = Path(out_dir)
+    state = path if isinstance(path, dict) else load_state_dict(path)
+    name = source_name or (Path(path).name if not isinstance(path, dict) else "state_dict")
     values, notes = _infer_config(state, num_heads)
-    warm_start = {"source": "founding-document MyGenerativeModel", "file": path.name, "note": WARM_START_NOTE}
+    warm_start = {"source": "founding-document MyGenerativeModel", "file": name, "note": WARM_START_NOTE}
     # the founding document's form: id tables for topic/context, no convolution or output gate
     config = RinganConfig(
         attention_type=attention_type, conditioning="ids", conv_size=0, use_output_gate=False, **values
