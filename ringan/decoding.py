@@ -69,9 +69,14 @@ class TorchStep:
         self.model = model.eval()
 
     @torch.inference_mode()
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, conditioning: dict):
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, conditioning: dict, state=None):
         out = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1, **conditioning
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            cache=state,
+            use_cache=True,
+            logits_to_keep=1,
+            **conditioning,
         )
         return out.logits[:, -1], out.cache
 
@@ -128,6 +133,7 @@ class Decoder:
         self.stop_ids = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
         self.pad_token_id = pad_token_id
         self.vocab_size = vocab_size
+        self.state = None  # the state after the last call (batch 1: what a conversation continues from)
 
     @torch.inference_mode()
     def generate(
@@ -138,10 +144,13 @@ class Decoder:
         conditioning: dict | None = None,
         seed: int | None = None,
         on_step: Callable[[list[int], list[int]], None] | None = None,
+        state=None,
     ) -> list[list[int]]:
         """The new tokens of each prompt (the stop token that ended a row included). `conditioning`: the model's
         conditioning inputs for the whole batch (e.g. `context_input_ids` `[B, L]`). `on_step(rows, tokens)` is
-        called after every step with the original indices of the rows still running and their new tokens."""
+        called after every step with the original indices of the rows still running and their new tokens.
+        `state`: continue a conversation (batch 1) from the state it left, feeding only `prompts`' new tokens;
+        afterwards `self.state` holds the state, which has seen every token but the last one generated."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -153,7 +162,9 @@ class Decoder:
             input_ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
             mask[i, width - len(p) :] = 1
         conditioning = dict(conditioning or {})
-        logits, state = self.backend.prefill(input_ids, mask if not bool(mask.all()) else None, conditioning)
+        if state is not None and batch != 1:
+            raise ValueError("a conversation continues from its state one at a time (batch 1)")
+        logits, state = self.backend.prefill(input_ids, mask if not bool(mask.all()) else None, conditioning, state)
         vocab = self.vocab_size or logits.shape[-1]
         seen = None
         if sampling.repetition_penalty != 1.0:
@@ -173,6 +184,7 @@ class Decoder:
                 ~torch.isin(tokens, self.stop_ids) if len(self.stop_ids) else torch.ones_like(tokens, dtype=torch.bool)
             )
             if step == max_new_tokens - 1 or not bool(running.any()):
+                self.state = state
                 break
             if not bool(running.all()):  # finished rows leave the batch
                 keep = running.nonzero()[:, 0]
@@ -205,18 +217,24 @@ def onnx_available() -> bool:
 
 
 def make_backend(model, model_dir: str | Path | None, runtime: str = "auto", threads: int | None = None):
-    """The decode back end for `runtime` (`auto`: ONNX Runtime when it is installed and the model is a saved
-    folder, else torch). Returns `(backend, description)`; the ONNX export happens once per model."""
+    """The decode back end for `runtime`. `auto`: ONNX Runtime when it is installed and this model's export is
+    already in the cache (`ringan generate --runtime onnx` makes it once), else torch. Returns `(backend,
+    description)`."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == "onnx" and not onnx_available():
         raise ImportError("the ONNX runtime needs onnxruntime and onnxscript: pip install 'ringan[export]'")
-    use_onnx = runtime == "onnx" or (runtime == "auto" and model_dir is not None and onnx_available())
-    if not use_onnx:
-        return TorchStep(model), "torch"
+    quantize = "int8" if (model.config.quantization or {}).get("bits") == 8 else None
+    cached = (
+        model_dir is not None
+        and onnx_available()
+        and (onnx_cache_folder(model_dir, quantize) / "ringan_onnx.json").is_file()
+    )
+    if not (runtime == "onnx" or (runtime == "auto" and cached)):
+        bits = (model.config.quantization or {}).get("bits")
+        return TorchStep(model), f"torch ({f'int{bits}' if bits else 'fp32'} weights)"
     from .conversion.onnx_export import META_FILE, export_onnx
 
-    quantize = "int8" if (model.config.quantization or {}).get("bits") == 8 else None
     folder = onnx_cache_folder(model_dir, quantize)
     if not (folder / META_FILE).is_file():
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")

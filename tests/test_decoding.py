@@ -75,3 +75,54 @@ def test_conditioning_passes_through_the_loop():
 def test_empty_prompts_are_refused():
     with pytest.raises(ValueError, match="at least one token"):
         Decoder(TorchStep(tiny_model())).generate([[]], 4)
+
+
+def test_batch_replies_from_a_prompts_file(trained_run, tmp_path, capsys):
+    """`ringan generate --prompts`: every conversation gets a one-line reply, in input order, batched."""
+    import json
+
+    from ringan.cli import main
+    from ringan.commands.common import load_model
+    from ringan.data import Turn, render_dialogue
+    from ringan.decoding import Decoder, Sampling, TorchStep
+    from ringan.tokenization import end_of_turn_ids
+
+    rows = [
+        {
+            "topic": "Kehendak Bebas",
+            "context": "Ayu dan Reza di teras.",
+            "turns": [["Ayu", "Halo Rez!"]],
+            "speaker": "Reza",
+        },
+        {"topic": "Sains", "context": "Dua teman di kelas.", "turns": [], "speaker": "Dito"},
+        {
+            "topic": "Teknologi",
+            "context": "Di kantor.",
+            "turns": [["A", "Sudah makan?"], ["B", "Belum."]],
+            "speaker": "A",
+        },
+    ]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "replies.jsonl"
+    model_dir = trained_run / "model"
+    args = ["generate", "--model", str(model_dir), "--prompts", str(prompts), "--output", str(out), "--batch-size", "2"]
+    assert main([*args, "--greedy", "--max-new-tokens", "12"]) == 0
+    replies = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["speaker"] for r in replies] == ["Reza", "Dito", "A"]
+    model, tok = load_model(model_dir)
+    decoder = Decoder(TorchStep(model), stop_ids=end_of_turn_ids(tok), pad_token_id=tok.pad_token_id)
+    for row, got in zip(rows, replies):  # each batched reply equals the same conversation decoded alone
+        turns = [Turn(s, t) for s, t in row["turns"]]
+        ids = tok(render_dialogue(row["topic"], row["context"], turns, row["speaker"]))["input_ids"]
+        from ringan.commands.batch import _conditioning
+
+        alone = decoder.generate(
+            [ids], 12, Sampling(greedy=True, repetition_penalty=1.1), _conditioning(model, tok, [row])
+        )
+        text = " ".join(tok.decode(alone[0], skip_special_tokens=True).strip().split("\n")[0].split())
+        assert got["reply"] == text and "\n" not in got["reply"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"topic": "x", "turns": []}\n', encoding="utf-8")
+    assert main(["generate", "--model", str(model_dir), "--prompts", str(bad)]) == 2
+    assert f"{bad}:1: expected" in capsys.readouterr().err

@@ -12,11 +12,11 @@ from typing import TextIO
 import torch
 
 from ..data import Turn, render_dialogue
-from ..errors import UserError
+from ..errors import OptionError, UserError
 from ..files import readable_folder, writing
 from ..options import option
 from .common import load_model, model_folder, model_option, resolve_context, resolve_topic, set_threads
-from .generate import SamplingOptions, clean_reply, conditioning_inputs
+from .generate import Replier, SamplingOptions, clean_reply, conditioning_inputs
 
 BLANK_LINE = "\n\n"
 
@@ -43,8 +43,10 @@ class ChatSession:
     safetensors file; `load()` resumes it without re-reading the history.
     """
 
-    def __init__(self, model, tok, topic: str, topic_id: int, context: str, context_id: int, user: str, bot: str):
-        self.model, self.tok = model, tok
+    def __init__(
+        self, model, tok, topic: str, topic_id: int, context: str, context_id: int, user: str, bot: str, replier=None
+    ):
+        self.model, self.tok, self.replier = model, tok, replier
         self.topic, self.topic_id, self.context, self.context_id = topic, topic_id, context, context_id
         self.user, self.bot = user, bot
         self.turns: list[Turn] = []
@@ -55,34 +57,29 @@ class ChatSession:
 
     @property
     def seen(self) -> int:
-        return int(self.cache.seen_tokens[0]) if self.cache is not None else 0
+        """How many tokens of the conversation the state has read."""
+        if self.cache is None:
+            return 0
+        if isinstance(self.cache, dict):  # an ONNX Runtime state
+            return int(self.cache["position"][0])
+        return int(self.cache.seen_tokens[0])
 
-    def reply(self, message: str, max_new_tokens: int, sampling: dict, seed: int, streamer=None) -> str:
-        from transformers import set_seed
-
-        from ringan import RinganCache
-
-        from ..tokenization import end_of_turn_ids
-
+    def reply(self, message: str, seed: int, stream: bool = True) -> str:
+        """The bot's reply to `message`: only the tokens the state has not read go through the model."""
         self.turns.append(Turn(self.user, " ".join(message.split())))
         piece = self.pending + render_dialogue(None, None, self.turns[-1:], self.bot)
         self.token_ids += self.tok(piece, add_special_tokens=False)["input_ids"]
-        if self.cache is None:
-            self.cache = RinganCache(self.model.config.num_hidden_layers, 1)
-        new = torch.tensor([self.token_ids[self.seen :]])
-        set_seed(seed + len(self.turns))  # a reply depends on its position, not on earlier sampling
-        out = self.model.generate(
-            new,
-            attention_mask=torch.ones_like(new),
-            cache=self.cache,
-            **conditioning_inputs(self.model, self.tok, self.topic, self.topic_id, self.context, self.context_id),
-            max_new_tokens=max_new_tokens,
-            eos_token_id=end_of_turn_ids(self.tok),  # an utterance is one line: a newline token ends it
-            pad_token_id=self.tok.pad_token_id,
-            streamer=streamer,
-            **sampling,
+        conditioning = {}
+        if self.cache is None:  # the conversation's topic/context vector goes into the state with its first tokens
+            conditioning = conditioning_inputs(
+                self.model, self.tok, self.topic, self.topic_id, self.context, self.context_id
+            )
+        # a reply depends on its position in the conversation, not on earlier sampling
+        _, tokens = self.replier.reply(
+            self.token_ids[self.seen :], conditioning, seed + len(self.turns), stream, state=self.cache
         )
-        generated = [t for t in out[0, new.shape[1] :].tolist() if t != self.tok.eos_token_id]
+        self.cache = self.replier.decoder.state
+        generated = [t for t in tokens if t != self.tok.eos_token_id]
         text = self.tok.decode(generated)
         self.token_ids += generated  # the state continues from the reply exactly as generated
         self.pending = BLANK_LINE[len(text) - len(text.rstrip("\n")) :] if text.endswith("\n") else BLANK_LINE
@@ -93,6 +90,8 @@ class ChatSession:
     def save(self, path: str | Path) -> None:
         from safetensors.torch import save_file
 
+        if isinstance(self.cache, dict):
+            raise UserError("a chat session file holds the torch runtime's state: use --runtime torch with --session")
         tensors = {"token_ids": torch.tensor(self.token_ids, dtype=torch.long)}
         if self.cache is not None:
             tensors.update({f"cache.{k}": v.contiguous() for k, v in self.cache.state_dict().items()})
@@ -116,7 +115,7 @@ class ChatSession:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | Path, model, tok) -> ChatSession:
+    def load(cls, path: str | Path, model, tok, replier=None) -> ChatSession:
         """Resume a saved session; a file that is not one, or one made with another model, is a `UserError`."""
         from ringan import RinganCache
 
@@ -131,6 +130,7 @@ class ChatSession:
                 int(meta["context_id"]),
                 meta["user"],
                 meta["bot"],
+                replier,
             )
             session.turns = [Turn(s, t) for s, t in meta["turns"]]
             session.pending = str(meta["pending"])
@@ -199,21 +199,22 @@ def _check_cache(cache, model, n_tokens: int) -> None:
 def chat(options: ChatOptions | None = None, /, *, input_stream: TextIO | None = None, **overrides) -> ChatSession:
     """Read messages from `input_stream` (default: standard input) until end of input or /quit; returns the
     session."""
-    from transformers import TextStreamer
 
     o = ChatOptions.build(options, overrides)
+    if o.session and o.runtime == "onnx":
+        raise OptionError("--runtime", "torch or auto with --session (a session file holds the torch state)", "onnx")
     set_threads(o.threads)
     model_dir = readable_folder(model_folder(o.model))  # a model caught mid-save is read from its complete copy
     model, tok = load_model(model_dir)
+    replier = Replier(model, tok, model_dir if not o.session else None, o)
     if o.session and Path(o.session).exists():
-        session = ChatSession.load(o.session, model, tok)
+        session = ChatSession.load(o.session, model, tok, replier)
         print(f"(resumed {o.session}: {len(session.turns)} turns, {session.seen} tokens in the state)")
     else:
         topic_id, topic_name = resolve_topic(model.config, o.topic)
         context_id, context_text = resolve_context(model_dir, model.config, topic_name, o.context)
-        session = ChatSession(model, tok, topic_name, topic_id, context_text, context_id, o.user, o.bot)
+        session = ChatSession(model, tok, topic_name, topic_id, context_text, context_id, o.user, o.bot, replier)
         print(f"==== Topik: {topic_name} ====\nKonteks: {context_text}\n(type /quit to stop)")
-    sampling = o.generate_kwargs()
     stream = input_stream or sys.stdin
     interactive = stream.isatty() if hasattr(stream, "isatty") else False
     while True:
@@ -227,8 +228,7 @@ def chat(options: ChatOptions | None = None, /, *, input_stream: TextIO | None =
         if not interactive:
             print(f"{session.user}: {line.strip()}")
         print(f"{session.bot}:", end="", flush=True)
-        streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        session.reply(line, o.max_new_tokens, sampling, o.seed, streamer)
+        session.reply(line, o.seed)
         if o.session:
             session.save(o.session)
     return session

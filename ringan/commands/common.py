@@ -165,6 +165,8 @@ def resolve_topic(config, topic: str | None) -> tuple[int, str]:
         return index, names[index]
     if topic in names:
         return names.index(topic), topic
+    if getattr(config, "conditioning", "ids") == "text":  # any Topik: its vector comes from its text
+        return 0, " ".join(topic.split())
     known = "; ".join(f"{i}: {n}" for i, n in enumerate(names) if i)
     raise UserError(f"unknown topic {topic!r}. Known topics: {known}")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data import Turn, render_dialogue
+from ..decoding import RUNTIMES, Decoder, Sampling, make_backend
 from ..errors import OptionError
 from ..files import readable_folder
 from ..options import Options, option
@@ -35,7 +36,21 @@ class SamplingOptions(Options):
     repetition_penalty: float = option(1.1, ">1 discourages repeating tokens", above=0)
     greedy: bool = option(False, "greedy decoding instead of sampling")
     seed: int = option(0, "random seed for sampling")
+    runtime: str = option(
+        "auto",
+        "decode loop: torch, onnx (ONNX Runtime; exported once into a cache) or auto (onnx when this model's "
+        "export is cached and onnxruntime is installed, else torch)",
+        choices=RUNTIMES,
+    )
     threads: int = threads_option()
+
+    def sampling(self) -> Sampling:
+        """The decoding settings of the lean decode loop (`ringan.decoding`)."""
+        if self.greedy:
+            return Sampling(greedy=True, repetition_penalty=self.repetition_penalty)
+        return Sampling(
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, repetition_penalty=self.repetition_penalty
+        )
 
     def generate_kwargs(self) -> dict:
         """The decoding arguments of `model.generate()`."""
@@ -68,16 +83,28 @@ class GenerateOptions(SamplingOptions):
     speakers: list[str] | None = option(None, "two names to alternate when generating several turns")
     num_turns: int = option(1, "how many turns to generate", minimum=1)
     stream: bool = option(True, "print tokens as they are generated")
+    prompts: str | None = option(
+        None,
+        "a JSONL file of conversations to reply to in batches (synthetic data): one object per line with "
+        '"topic", "context", "turns" ([["Name", "text"], ...]) and "speaker" (who replies)',
+    )
+    output: str | None = option(
+        None, "with --prompts: the JSONL file the replies go to", default_text="standard output"
+    )
+    batch_size: int = option(32, "with --prompts: conversations decoded at once", minimum=1)
 
 
 def generate(options: GenerateOptions | None = None, /, **overrides) -> list[Turn]:
     """Print the conversation and `num_turns` generated turns; returns every turn (the opening ones included)."""
-    from transformers import TextStreamer, set_seed
 
     o = GenerateOptions.build(options, overrides)
     set_threads(o.threads)
     model_dir = readable_folder(model_folder(o.model))  # a model caught mid-save is read from its complete copy
     model, tok = load_model(model_dir)
+    if o.prompts:
+        from .batch import generate_batch
+
+        return generate_batch(o, model, tok)
     topic_id, topic_name = resolve_topic(model.config, o.topic)
     context_id, context_text = resolve_context(model_dir, model.config, topic_name, o.context)
     turns = parse_turns(o.turn)
@@ -91,34 +118,58 @@ def generate(options: GenerateOptions | None = None, /, **overrides) -> list[Tur
         if len(names) < 2 and default not in names:
             names.append(default)
     next_speaker = o.speaker or (names[(names.index(turns[-1].speaker) + 1) % len(names)] if turns else names[0])
-    set_seed(o.seed)
-    sampling = o.generate_kwargs()
+    replier = Replier(model, tok, model_dir, o)
+    conditioning = conditioning_inputs(model, tok, topic_name, topic_id, context_text, context_id)
     print(render_dialogue(topic_name, context_text, turns), end="")
-    for _ in range(o.num_turns):
+    for i in range(o.num_turns):
         prompt = render_dialogue(topic_name, context_text, turns, next_speaker)
-        streamer = None
         if o.stream:
             print(f"{next_speaker}:", end="", flush=True)
-            streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-        reply = generate_reply(
-            model,
-            tok,
-            prompt,
-            topic_id,
-            context_id,
-            o.max_new_tokens,
-            sampling,
-            streamer,
-            topic=topic_name,
-            context=context_text,
-        )
+        reply, _ = replier.reply(tok(prompt)["input_ids"], conditioning, o.seed + i, o.stream)
         if not o.stream:
             print(f"{next_speaker}: {reply}\n")
-        elif not reply:
-            print()
         turns.append(Turn(next_speaker, reply or "..."))
         next_speaker = names[(names.index(next_speaker) + 1) % len(names)]
     return turns
+
+
+class Replier:
+    """Replies through the lean decode loop (`ringan.decoding`) with the runtime the options ask for; says which
+    one on standard error. A reply ends at its first newline (an utterance is one line)."""
+
+    def __init__(self, model, tok, model_dir, options: SamplingOptions):
+        import sys
+
+        from ..tokenization import end_of_turn_ids
+
+        backend, self.runtime = make_backend(model, model_dir, options.runtime, options.threads or None)
+        self.tok, self.options = tok, options
+        self.decoder = Decoder(backend, stop_ids=end_of_turn_ids(tok), pad_token_id=tok.pad_token_id)
+        print(f"(runtime: {self.runtime})", file=sys.stderr, flush=True)
+
+    def reply(self, prompt_ids: list[int], conditioning: dict, seed: int, stream: bool, state=None):
+        """`(the reply's text, its tokens)`; with `state`, `prompt_ids` are the tokens the state has not seen."""
+        generated: list[int] = []
+        shown = [""]
+
+        def show(rows, tokens):
+            generated.extend(tokens)
+            text = self.tok.decode(generated, skip_special_tokens=True).split("\n")[0]
+            print(text[len(shown[0]) :], end="", flush=True)
+            shown[0] = text
+
+        tokens = self.decoder.generate(
+            [prompt_ids],
+            self.options.max_new_tokens,
+            self.options.sampling(),
+            conditioning=conditioning,
+            seed=seed,
+            on_step=show if stream else None,
+            state=state,
+        )[0]
+        if stream:
+            print()
+        return clean_reply(self.tok.decode(tokens, skip_special_tokens=True)), tokens
 
 
 def parse_turns(turns: Sequence[str] | None) -> list[Turn]:
