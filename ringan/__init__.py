@@ -2,6 +2,7 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .base_model import base_model_path
 from .modeling import RinganCache, RinganConfig, RinganForCausalLM, RinganModel, RinganPreTrainedModel
 
 __version__ = "0.1.0"
@@ -15,4 +16,12 @@ RinganConfig.register_for_auto_class()
 RinganModel.register_for_auto_class("AutoModel")
 RinganForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
-__all__ = ["RinganCache", "RinganConfig", "RinganForCausalLM", "RinganModel", "RinganPreTrainedModel", "__version__"]
+__all__ = [
+    "RinganCache",
+    "RinganConfig",
+    "RinganForCausalLM",
+    "RinganModel",
+    "RinganPreTrainedModel",
+    "__version__",
+    "base_model_path",
+]

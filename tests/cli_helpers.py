@@ -11,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
+    "--init-from", "none",
     "--hidden-size", "32", "--intermediate-size", "64", "--num-heads", "4", "--max-length", "96",
     "--vocab-size", "400", "--batch-size", "4", "--logging-steps", "1",
 ]  # fmt: skip

@@ -23,7 +23,7 @@ def data_option():
     return option(None, "dialogue files or folders", default_text="the corpus shipped with ringan")
 
 
-def model_option(what: str = "a saved model folder"):
+def model_option(what: str = "a saved model folder, or 'base' (Ringan-base, shipped with the package)"):
     """The `--model` field of the verbs that read a saved model."""
     return option(None, what, default_text=f"the most recently trained {RUNS}/*/{MODEL_DIR}")
 
@@ -72,7 +72,12 @@ def model_folder(model: str | None) -> Path:
     """The model folder a verb reads: `model`, or (when none is given) the most recently trained `runs/*/model`
     under the current folder, where `ringan train` and `ringan quickstart` save theirs."""
     if model is not None:
-        return Path(model)
+        from ..base_model import BASE_NAME, resolve_model_name
+
+        try:
+            return resolve_model_name(model)
+        except FileNotFoundError as err:
+            raise UserError(f"--model {BASE_NAME}: {err}") from None
     found = sorted(
         (p for p in Path(RUNS).glob(f"*/{MODEL_DIR}") if (p / "config.json").is_file()),
         key=lambda p: (p / "config.json").stat().st_mtime,
@@ -84,6 +89,19 @@ def model_folder(model: str | None) -> Path:
         )
     print(f"(using {found[-1]}, the most recently trained model under {RUNS}/; --model picks another)", file=sys.stderr)
     return found[-1]
+
+
+def init_folder(init_from: str | None) -> Path | None:
+    """The model folder `ringan train --init-from` names: `base` (the shipped base), a folder, or None for
+    `none` (a new model)."""
+    if init_from in (None, "", "none"):
+        return None
+    from ..base_model import BASE_NAME, resolve_model_name
+
+    try:
+        return resolve_model_name(init_from)
+    except FileNotFoundError as err:
+        raise UserError(f"--init-from {BASE_NAME}: {err}; pass --init-from none to train a new model") from None
 
 
 def load_tokenizer(folder: str | Path):

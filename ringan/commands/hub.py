@@ -112,8 +112,10 @@ def model_card(
     metrics: dict,
     data: Sequence[str] | None,
     text: Sequence[str] | None,
+    base_model: str | None = None,
 ) -> str:
-    """The `README.md` of a trained model: Hub metadata, size, data, held-out metrics, usage and topics."""
+    """The `README.md` of a trained model: Hub metadata (with `base_model` when it was fine-tuned from one), size,
+    data, held-out metrics, usage and topics."""
     stats = corpus_statistics(entries)
     topics = [n for n in (config.topic_names or [])[1:]]
     sources = ", ".join(str(p) for p in (data or ["the corpus shipped with ringan"]))
@@ -129,8 +131,8 @@ def model_card(
         library_name: transformers
         language:
         - id
-        license: apache-2.0
-        pipeline_tag: text-generation
+        license: {license}
+        pipeline_tag: text-generation{base_meta}
         tags:
         - ringan
         - linear-attention
@@ -140,16 +142,18 @@ def model_card(
         # Ringan dialogue model
 
         A small decoder-only language model for Indonesian dialogue: every token's input is
-        `token_emb + topic_emb + context_emb`, with RoPE and `{attention}` linear attention, so long
-        contexts cost a fixed-size state instead of a growing KV cache.
+        `token_emb + topic_emb + context_emb`, with RoPE and the `{attention}` sequence mixer (linear attention:
+        long contexts cost a fixed-size state instead of a growing KV cache).
 
         | | |
         | --- | --- |
         | parameters | {params:,} |
         | width / layers / heads | {hidden} / {layers} / {heads} |
         | vocabulary | {vocab} |
-        | topics / contexts | {n_topics} / {n_contexts} rows (0 = unknown) |
+        | topic / context vectors | {conditioning_row} |
         | training data | {sources}{extra}: {entries} entries, {turns} turns ({n_train} train / {n_val} validation) |
+        | started from | {started} |
+
         {metrics}
         ## Usage
 
@@ -162,13 +166,12 @@ def model_card(
         messages = [{{"role": "system", "content": "Konteks ..."}}, {{"role": "user", "name": "Kiann", "content": "Halo!"}}]
         ids = tokenizer.apply_chat_template(messages, topic="{topic}", assistant_name="Caecillia",
                                             add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        out = model.generate(**ids, topic_ids=torch.tensor([1]), max_new_tokens=60)
+        {conditioning_code}
         print(tokenizer.decode(out[0], skip_special_tokens=True))
         ```
 
         The reply stops at the end of its turn by itself: `generation_config.json` lists `</s>` and every newline
-        token as end-of-turn ids (an utterance is one line). `topic_ids` / `context_ids` index
-        `config.topic_names` / `config.context_names` (0 = unknown).
+        token as end-of-turn ids (an utterance is one line). {conditioning_note}
 
         ## Topics
 
@@ -181,8 +184,13 @@ def model_card(
         layers=config.num_hidden_layers,
         heads=config.num_attention_heads,
         vocab=config.vocab_size,
-        n_topics=config.num_topics,
-        n_contexts=config.num_contexts,
+        conditioning_row=(
+            "from the Topik and Konteks text (any text)"
+            if getattr(config, "conditioning", "ids") == "text"
+            else f"{config.num_topics} / {config.num_contexts} id rows (0 = unknown)"
+            if getattr(config, "conditioning", "ids") == "ids"
+            else "none"
+        ),
         sources=sources,
         extra=f" + plain text {', '.join(text)}" if text else "",
         entries=stats["entries"],
@@ -192,4 +200,26 @@ def model_card(
         metrics="| metric (held-out entries) | value |\n| --- | --- |\n" + metric_lines,
         topic=topics[0] if topics else "...",
         topic_list="\n".join(f"{i + 1}. {t}" for i, t in enumerate(topics)) or "(none)",
+        license="cc-by-sa-4.0" if base_model else "apache-2.0",
+        base_meta=f"\nbase_model: {base_model}" if base_model else "",
+        started=f"{base_model} (fine-tuned)" if base_model else "random weights",
+        **_conditioning_usage(config, topics[0] if topics else "..."),
     )
+
+
+def _conditioning_usage(config, topic: str) -> dict:
+    """The card's lines on passing the topic and Konteks, for the model's form of conditioning."""
+    if getattr(config, "conditioning", "ids") == "text":
+        code = (
+            f'cond = {{"topic_input_ids": tokenizer("{topic}", add_special_tokens=False, return_tensors="pt").input_ids,\n'
+            '        "context_input_ids": tokenizer("Konteks ...", add_special_tokens=False, return_tensors="pt").input_ids}\n'
+            "out = model.generate(**ids, **cond, max_new_tokens=60)"
+        )
+        note = (
+            "`topic_input_ids` / `context_input_ids` are the tokens of any Topik and Konteks, seen in training or not: "
+            "the model turns them into the topic and context vectors added to every token."
+        )
+    else:
+        code = "out = model.generate(**ids, topic_ids=torch.tensor([1]), max_new_tokens=60)"
+        note = "`topic_ids` / `context_ids` index `config.topic_names` / `config.context_names` (0 = unknown)."
+    return {"conditioning_code": code, "conditioning_note": note}

@@ -21,6 +21,8 @@ from .tokenizer import train_tokenizer
 from .train import train
 
 HELD_OUT = "held_out.txt"
+SPLIT_SEED = 0  # the experiments' split of the bundled corpus
+BASE_LEARNING_RATE = 1e-3  # fine-tuning the base (experiments/RESULTS.md)
 # Loads the saved model the way a user without the package would, and greedily continues a topic header.
 RELOAD_CHECK = """
 import torch
@@ -38,8 +40,9 @@ print(f"fresh process: {type(model).__name__} from {type(model).__module__} "
 
 @dataclass(frozen=True, kw_only=True)
 class QuickstartOptions(Options):
-    """The whole job on the shipped corpus: tokenizer, training, evaluation, a generated dialogue, and a
-    reload of the saved model through AutoModelForCausalLM in a fresh process."""
+    """The whole job on the shipped corpus: fine-tune Ringan-base on it (or, without the base, train a tokenizer
+    and a new model), evaluate on the 5 held-out entries, generate a dialogue, and reload the saved model through
+    AutoModelForCausalLM in a fresh process."""
 
     output: str = option("runs/quickstart", "run folder")
     minutes: float = option(3.0, "training time budget (the step count is sized from a short speed probe)", above=0)
@@ -58,17 +61,27 @@ def quickstart(options: QuickstartOptions | None = None, /, **overrides) -> dict
     _clear(output, o.overwrite)
     threads = set_threads(0)
     entries = load_default_corpus()
-    train_entries, val_entries = split_entries(entries, 0.1, o.seed)
+    # a fixed split (seed 0): the same 5 held-out entries as experiments/, never seen by the base or its tokenizer
+    train_entries, val_entries = split_entries(entries, 0.1, SPLIT_SEED)
     stats = corpus_statistics(entries)
     print(
         f"data: {stats['entries']} entries, {stats['turns']} turns, {stats['characters']:,} characters, "
         f"{stats['topics']} topics ({len(train_entries)} train / {len(val_entries)} held out)"
     )
-    tok_dir = output / "tokenizer"
-    train_tokenizer(output=str(tok_dir), entries=train_entries)  # held-out entries stay unseen
+    base = _shipped_base()
+    if base is not None:
+        print(f"start: Ringan-base ({base}), fine-tuned in fp32 (--init-from base)")
+        start = {"init_from": "base", "learning_rate": BASE_LEARNING_RATE}
+        vocab = len(load_tokenizer(base))
+    else:
+        print("start: a new model (this installation has no Ringan-base)")
+        tok_dir = output / "tokenizer"
+        train_tokenizer(output=str(tok_dir), entries=train_entries)  # held-out entries stay unseen
+        start = {"init_from": "none", "tokenizer": str(tok_dir), "learning_rate": 3e-3}
+        vocab = len(load_tokenizer(tok_dir))
 
     batch_size, max_length = 8, 512
-    step = probe_step_seconds(len(load_tokenizer(tok_dir)), batch_size, max_length, threads)
+    step = probe_step_seconds(vocab, batch_size, max_length, threads, base)
     sequences = sum(max(1, math.ceil(len(render_entry(e)) / 4.4 / max_length)) for e in train_entries)
     steps = max(30, int(o.minutes * 60 / (step * 1.25)))
     print(
@@ -76,14 +89,13 @@ def quickstart(options: QuickstartOptions | None = None, /, **overrides) -> dict
     )
     metrics = train(
         output=str(output),
-        tokenizer=str(tok_dir),
+        **start,
         max_length=max_length,
         batch_size=batch_size,
         max_steps=steps,
         eval_steps=max(steps // 4, 1),
         save_steps=max(steps // 4, 1),
         logging_steps=max(steps // 20, 1),
-        learning_rate=3e-3,
         seed=o.seed,
         threads=threads,
     )
@@ -119,6 +131,15 @@ def quickstart(options: QuickstartOptions | None = None, /, **overrides) -> dict
     return {"train": metrics, "eval": evaluation}
 
 
+def _shipped_base() -> Path | None:
+    from ..base_model import base_model_path
+
+    try:
+        return base_model_path()
+    except FileNotFoundError:
+        return None
+
+
 def _clear(output: Path, overwrite: bool) -> None:
     """An earlier quickstart in OUTPUT is refused, or (with `overwrite`) its files are removed; nothing else is."""
     from ..files import FolderLock
@@ -137,11 +158,16 @@ def _clear(output: Path, overwrite: bool) -> None:
         lock.release()
 
 
-def probe_step_seconds(vocab: int, batch_size: int, max_length: int, threads: int) -> float:
-    """Time a few training steps of a default-size model, to size the run to a time budget."""
+def probe_step_seconds(vocab: int, batch_size: int, max_length: int, threads: int, base: Path | None = None) -> float:
+    """Time a few training steps of the model the quickstart trains (the base's architecture, or a default-size
+    new one), to size the run to a time budget."""
     import ringan
 
-    model = ringan.RinganForCausalLM(ringan.RinganConfig(vocab_size=vocab)).train()
+    from ..loading import read_model_config
+
+    config = read_model_config(base) if base is not None else ringan.RinganConfig(vocab_size=vocab)
+    config.quantization = None  # trained in fp32
+    model = ringan.RinganForCausalLM(config).train()
     optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(4, vocab, (batch_size, max_length))
     times = []

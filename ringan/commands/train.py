@@ -19,6 +19,7 @@ from .common import (
     check_saved_model,
     data_option,
     data_paths,
+    init_folder,
     load_tokenizer,
     read_text_lines,
     require_extra,
@@ -28,7 +29,7 @@ from .common import (
 from .hub import model_card
 from .train_setup import build_model, close_progress_bars, model_sizes, save_final_model, tokenizer_folder
 
-NEW = ", new models only"
+NEW = " (--init-from none only)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +51,11 @@ class TrainOptions(Options):
     text: list[str] | None = option(
         None, "plain-text files mixed in (one paragraph per line), e.g. prose for pre-training"
     )
-    init_from: str | None = option(None, "a saved model folder to continue from (fine-tuning); its tokenizer is reused")
+    init_from: str = option(
+        "base",
+        "what training starts from: 'base' (Ringan-base, shipped with the package: fine-tuning), a saved model "
+        "folder (its tokenizer is reused), or 'none' (a new model with the options below and its own tokenizer)",
+    )
     resume: str | None = option(
         None,
         "'auto' (latest checkpoint in OUTPUT, if any; a finished run says so and stops) or a checkpoint folder: "
@@ -128,7 +133,7 @@ def train(options: TrainOptions | None = None, /, *, callbacks: Sequence = (), *
     if not train_entries:
         raise UserError("no training data: every entry went to validation (lower --validation-fraction)")
     text_lines = read_text_lines(o.text or [])
-    vocabs = None if o.init_from else _vocabularies(o, train_entries)  # overflow errors before anything is written
+    vocabs = None if init_folder(o.init_from) else _vocabularies(o, train_entries)  # overflow errors first
     keep = [Path(o.tokenizer)] if o.tokenizer else []
     if not o.resume and not o.overwrite:
         refuse_other_run(output, keep)  # checked again under the lock; refused here, nothing is created
@@ -158,8 +163,11 @@ def _check_inputs(o: TrainOptions) -> Path:
         check_checkpoint(o.resume)
     if o.tensorboard:
         require_extra("tensorboard", ("tensorboard",))
-    if o.init_from:
-        check_saved_model(o.init_from)
+    start = init_folder(o.init_from)
+    if start is not None:
+        check_saved_model(start)
+        if o.tokenizer:
+            raise UserError(f"--tokenizer with --init-from {o.init_from}: the model brings its own tokenizer")
     if o.tokenizer:
         load_tokenizer(o.tokenizer)
     try:
@@ -278,7 +286,8 @@ def _run(o, args, output: Path, plan: RunPlan, tok, vocabs, splits, text_lines, 
             print(f"keep-best: the final model is the step-{trainer.best['step']} weights (lowest validation loss)")
 
     if main:
-        card = model_card(model.config, n_params, entries, train_entries, val_entries, metrics, o.data, o.text)
+        base = "ringan-base" if o.init_from == "base" else None
+        card = model_card(model.config, n_params, entries, train_entries, val_entries, metrics, o.data, o.text, base)
         save_final_model(trainer, tok, train_entries, card, output / "model")
         write_run(output, finished=True, global_step=trainer.state.global_step, metrics=metrics)
         if metrics:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..data import UNKNOWN, LabelVocab
 from ..runs import TOKENIZER_DIR, RunPlan
-from .common import TOPIC_CONTEXTS_FILE, check_model_folder, load_model
+from .common import TOPIC_CONTEXTS_FILE, check_model_folder, init_folder, load_model
 from .generate import SamplingOptions
 
 
@@ -39,8 +39,8 @@ def tokenizer_folder(o, plan: RunPlan, output: Path, train_entries, text_lines) 
         for folder in (Path(plan.resume_from), Path(plan.resume_from).parent / TOKENIZER_DIR):
             if (folder / "tokenizer.json").is_file():
                 return folder
-    if o.init_from:
-        return check_model_folder(o.init_from)
+    if init_folder(o.init_from):
+        return check_model_folder(init_folder(o.init_from))
     if o.tokenizer:
         return Path(o.tokenizer)
     if not (output / TOKENIZER_DIR / "tokenizer.json").is_file():  # a first attempt's tokenizer is reused
@@ -70,8 +70,8 @@ def build_model(o, plan: RunPlan, tok, vocabs, train_entries):
         config.quantization = None
         model = ringan.RinganForCausalLM(config)
         return model, LabelVocab(config.topic_names or [UNKNOWN]), LabelVocab(config.context_names or [UNKNOWN])
-    if o.init_from:
-        model, _ = load_model(o.init_from, for_training=True)
+    if init_folder(o.init_from):
+        model, _ = load_model(init_folder(o.init_from), for_training=True)
         config = model.config
         config.topic_names = extend_names(
             config.topic_names, [e.topic for e in train_entries], config.num_topics, "topics"
