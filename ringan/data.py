@@ -246,6 +246,11 @@ def render_entry(entry: Entry) -> str:
     return render_dialogue(entry.topic, entry.context, entry.turns)
 
 
+def clean_reply(text: str) -> str:
+    """A generated utterance as the format holds it: its first line (an utterance is one line), whitespace folded."""
+    return " ".join(text.strip().split("\n")[0].split())
+
+
 def render(entries: Iterable[Entry]) -> str:
     """The text of a dialogue file: entries separated by two blank lines."""
     return "\n".join(render_entry(e) for e in entries)

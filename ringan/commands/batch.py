@@ -8,13 +8,12 @@ from pathlib import Path
 
 import torch
 
-from ..data import Turn, render_dialogue
+from ..data import Turn, clean_reply, render_dialogue
 from ..decoding import Decoder, TorchStep
 from ..errors import UserError
 from ..files import write_text_atomically
 from ..tokenization import end_of_turn_ids
 from ..training import conditioning_tokens
-from .generate import clean_reply
 
 
 def read_prompts(path: str | Path) -> list[dict]:

@@ -11,12 +11,12 @@ from typing import TextIO
 
 import torch
 
-from ..data import Turn, render_dialogue
+from ..data import Turn, clean_reply, render_dialogue
 from ..errors import OptionError, UserError
 from ..files import readable_folder, writing
 from ..options import option
 from .common import load_model, model_folder, model_option, resolve_context, resolve_topic, set_threads
-from .generate import Replier, SamplingOptions, clean_reply, conditioning_inputs
+from .generate import Replier, SamplingOptions, conditioning_inputs
 
 BLANK_LINE = "\n\n"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data import Turn, render_dialogue
+from ..data import Turn, clean_reply, render_dialogue
 from ..decoding import RUNTIMES, Decoder, Sampling, make_backend
 from ..errors import OptionError
 from ..files import readable_folder
@@ -228,8 +228,3 @@ def generate_reply(
         **sampling,
     )
     return clean_reply(tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
-
-
-def clean_reply(text: str) -> str:
-    """The generated utterance: its first line, whitespace folded."""
-    return " ".join(text.strip().split("\n")[0].split())
