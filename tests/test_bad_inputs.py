@@ -9,6 +9,7 @@ folder's own modeling code ignored, ...) are in `CORRECT`. Disk-full, concurrent
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -92,7 +93,11 @@ class Setup:
         from ringan.app import chat_job
 
         path = self.tmp / "made.safetensors"
-        chat_job(model=str(self.model), session=str(path), input_stream=io.StringIO("halo\n"), max_new_tokens=3)
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):  # setup, not the case
+            chat_job(model=str(self.model), session=str(path), input_stream=io.StringIO("halo\n"), max_new_tokens=3)
         return path
 
     def data(self, text: str, name: str = "data.txt") -> Path:
@@ -156,7 +161,18 @@ def quantized(s: Setup) -> Path:
 
 
 def train(*extra: str) -> list[str]:
-    return ["train", "--hidden-size", "32", "--intermediate-size", "64", "--max-length", "64", *extra]
+    return [
+        "train",
+        "--init-from",
+        "none",
+        "--hidden-size",
+        "32",
+        "--intermediate-size",
+        "64",
+        "--max-length",
+        "64",
+        *extra,
+    ]
 
 
 def _checkpoint_with(s: Setup, name: str, content) -> Path:
@@ -716,7 +732,8 @@ def test_resume_auto_on_a_finished_run_says_so_and_trains_nothing(tmp_path, trai
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     before = {k: v for k, v in snapshot(run).items() if k != LOCK_FILE}
-    args = ["train", "--output", str(run), "--hidden-size", "32", "--intermediate-size", "64", "--max-length", "96"]
+    args = ["train", "--output", str(run), "--init-from", "none", "--hidden-size", "32", "--intermediate-size", "64"]
+    args += ["--max-length", "96"]
     args += ["--vocab-size", "400", "--batch-size", "4", "--max-steps", "8", "--resume", "auto"]
     printed = _run_ok(args, capsys)
     assert "is finished (step 8 of 8" in printed and "saved:" not in printed

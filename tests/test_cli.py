@@ -73,7 +73,7 @@ def test_help_lists_every_verb(capsys):
         main(["quickstart", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     # its dialogue's default topic is a training entry's (train_entries[0]), and the help says so
-    assert "the first topic of the training split" in help_text and "held" not in help_text
+    assert "the first topic of the training split" in help_text and "held-out topic" not in help_text
 
 
 def test_tokenizer_verb(tmp_path, capsys):
@@ -264,7 +264,8 @@ def test_push_uploads_the_folder_with_card(trained, monkeypatch, capsys):
 def test_config_file_with_command_line_override(tmp_path):
     cfg = tmp_path / "train.yaml"
     cfg.write_text(
-        "hidden_size: 32\nintermediate_size: 64\nmax_length: 64\nvocab_size: 300\nmax_steps: 2\nbatch_size: 2\nattention_type: linear\n"
+        "init_from: none\nhidden_size: 32\nintermediate_size: 64\nmax_length: 64\nvocab_size: 300\nmax_steps: 2\n"
+        "batch_size: 2\nattention_type: linear\n"
     )
     out = tmp_path / "run"
     assert (

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("examples")
-    args = ["train", "--output", str(out), "--hidden-size", "32", "--intermediate-size", "64", "--max-length", "96"]
+    args = ["train", "--output", str(out), "--init-from", "none", "--hidden-size", "32", "--intermediate-size", "64"]
+    args += ["--max-length", "96"]
     assert main([*args, "--vocab-size", "400", "--max-steps", "3", "--batch-size", "4", "--eval-steps", "3"]) == 0
     return out / "model"
 

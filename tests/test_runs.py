@@ -292,7 +292,7 @@ from ringan.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 DDP = [
-    "--hidden-size", "32", "--intermediate-size", "64", "--num-heads", "4", "--max-length", "256",
+    "--init-from", "none", "--hidden-size", "32", "--intermediate-size", "64", "--num-heads", "4", "--max-length", "256",
     "--vocab-size", "400", "--logging-steps", "1", "--dropout", "0", "--conditioning-dropout", "0",
     "--no-keep-best", "--seed", "3", "--epochs", "0.3", "--warmup-ratio", "0.5", "--eval-steps", "100",
     "--save-steps", "100", "--threads", "1",
@@ -373,7 +373,19 @@ def test_a_distributed_refusal_is_printed_once(tmp_path, trained_run):
     shutil.copytree(trained_run, run)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29521"]
-    cmd += ["-m", "ringan.cli", "train", "--output", str(run), "--max-steps", "2", "--threads", "1"]
+    cmd += [
+        "-m",
+        "ringan.cli",
+        "train",
+        "--output",
+        str(run),
+        "--init-from",
+        "none",
+        "--max-steps",
+        "2",
+        "--threads",
+        "1",
+    ]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert result.stderr.count("ringan train: error: ") == 1, result.stderr[-3000:]

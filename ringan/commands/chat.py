@@ -206,15 +206,17 @@ def chat(options: ChatOptions | None = None, /, *, input_stream: TextIO | None =
     set_threads(o.threads)
     model_dir = readable_folder(model_folder(o.model))  # a model caught mid-save is read from its complete copy
     model, tok = load_model(model_dir)
-    replier = Replier(model, tok, model_dir if not o.session else None, o)
     if o.session and Path(o.session).exists():
-        session = ChatSession.load(o.session, model, tok, replier)
-        print(f"(resumed {o.session}: {len(session.turns)} turns, {session.seen} tokens in the state)")
+        session = ChatSession.load(o.session, model, tok)
+        resumed = f"(resumed {o.session}: {len(session.turns)} turns, {session.seen} tokens in the state)"
     else:
         topic_id, topic_name = resolve_topic(model.config, o.topic)
         context_id, context_text = resolve_context(model_dir, model.config, topic_name, o.context)
-        session = ChatSession(model, tok, topic_name, topic_id, context_text, context_id, o.user, o.bot, replier)
-        print(f"==== Topik: {topic_name} ====\nKonteks: {context_text}\n(type /quit to stop)")
+        session = ChatSession(model, tok, topic_name, topic_id, context_text, context_id, o.user, o.bot)
+        resumed = None
+    # the runtime is chosen (and named) once the inputs are known to be good
+    session.replier = Replier(model, tok, model_dir if not o.session else None, o)
+    print(resumed or f"==== Topik: {session.topic} ====\nKonteks: {session.context}\n(type /quit to stop)")
     stream = input_stream or sys.stdin
     interactive = stream.isatty() if hasattr(stream, "isatty") else False
     while True:
