@@ -54,3 +54,39 @@ class KillAtStepCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def conditioning(model, batch: int, seed: int = 0, per_token: int | None = None) -> dict:
+    """Conditioning inputs of the model's own form for a batch: `text` -> Topik/Konteks tokens of different
+    lengths per row (padded, masked); `ids` -> distinct topic/context ids per row (per token over `per_token`
+    positions, the id changing halfway, if given); `none` -> nothing."""
+    g = torch.Generator().manual_seed(seed)
+    config = model.config
+    if config.conditioning == "text":
+        vocab = config.vocab_size
+        topic = torch.randint(4, vocab, (batch, 5), generator=g)
+        context = torch.randint(4, vocab, (batch, 9), generator=g)
+        mask = torch.ones_like(context)
+        for row in range(batch):
+            mask[row, 9 - (row % 4) :] = 0  # rows of different Konteks lengths
+        return {"topic_input_ids": topic, "context_input_ids": context, "context_attention_mask": mask}
+    if config.conditioning == "ids":
+        topics = 1 + torch.arange(batch) % (config.num_topics - 1)
+        contexts = 1 + (torch.arange(batch) + 2) % (config.num_contexts - 1)
+        if per_token:
+            half = per_token // 2
+            topics = torch.cat(
+                [
+                    topics[:, None].expand(batch, half),
+                    (topics[:, None] % (config.num_topics - 1) + 1).expand(batch, per_token - half),
+                ],
+                1,
+            )
+            contexts = contexts[:, None].expand(batch, per_token).clone()
+        return {"topic_ids": topics, "context_ids": contexts}
+    return {}
+
+
+def select_rows(inputs: dict, rows) -> dict:
+    """The conditioning inputs of some rows of a batch (`rows`: a slice or index tensor)."""
+    return {k: v[rows] for k, v in inputs.items()}

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from fresh_process import run_without_ringan
-from helpers import ATTENTION_TYPES, tiny_model
+from helpers import ATTENTION_TYPES, conditioning, select_rows, tiny_model
 from safetensors.torch import load_file
 from torch import nn
 
@@ -126,23 +126,22 @@ def test_quantized_checkpoint_loads_with_auto_class_and_generates(tmp_path, bits
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "q").eval()
     assert type(loaded) is RinganForCausalLM and isinstance(loaded.lm_head, QuantizedLinear)
     ids = torch.randint(4, 99, (2, 25))
-    topics = torch.tensor([1, 2])
+    cond = conditioning(model, 2)
+    first = select_rows(cond, slice(0, 1))
     with torch.no_grad():
-        got = loaded(ids, topic_ids=topics).logits
-        want = model(ids, topic_ids=topics).logits
+        got = loaded(ids, **cond).logits
+        want = model(ids, **cond).logits
         # a float model holding the dequantized weights: exactly, but for the int8 kernel's bf16 activations
         reference = dequantize_model_(quantize_model_(tiny_model(attention_type), bits)).eval()
-        expected = reference(ids, topic_ids=topics).logits
+        expected = reference(ids, **cond).logits
         assert rel_err_max(got, expected) < (2e-2 if bits == 8 else 1e-5)
         # close to fp32 (random tiny weights and retention's per-head norm amplify the noise: a loose bound)
         cosine = torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0)
         assert cosine > (0.99 if bits == 8 else 0.9), float(cosine)
-        generated = loaded.generate(
-            ids[:1, :7], topic_ids=topics[:1], max_new_tokens=6, do_sample=False, eos_token_id=None
-        )
+        generated = loaded.generate(ids[:1, :7], **first, max_new_tokens=6, do_sample=False, eos_token_id=None)
         seq = ids[:1, :7]
         for _ in range(6):  # the cached path equals recomputing without a cache
-            nxt = loaded(seq, topic_ids=topics[:1], use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            nxt = loaded(seq, **first, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
             seq = torch.cat([seq, nxt], dim=1)
     assert torch.equal(generated, seq)
 
@@ -207,19 +206,15 @@ def test_onnx_greedy_generation_equals_pytorch(tmp_path, attention_type):
     assert {"prefill.onnx", "decode.onnx", "weights.bin"} <= set(report["files"])
     assert report["check"]["max_abs_logit_diff"] < 1e-4
     runner = OnnxRingan(tmp_path / "onnx")
-    # 70 tokens: the prompt crosses the 64-token prefill window
-    for prompt_len, topic, context in [(11, 0, 0), (70, 2, 3)]:
+    # 70 tokens: the prompt crosses the 64-token prefill window; with and without the conversation's conditioning
+    for prompt_len, with_conditioning in [(11, False), (70, True)]:
         prompt = torch.randint(4, 99, (1, prompt_len))
+        cond = conditioning(model, 1, seed=prompt_len) if with_conditioning else {}
         with torch.no_grad():
-            expected = model.generate(
-                prompt,
-                topic_ids=torch.tensor([topic]),
-                context_ids=torch.tensor([context]),
-                max_new_tokens=10,
-                do_sample=False,
-                eos_token_id=None,
-            )
-        got = onnx_generate(runner, prompt, 10, stop_at_eos=False, topic_ids=topic, context_ids=context)
+            expected = model.generate(prompt, **cond, max_new_tokens=10, do_sample=False, eos_token_id=None)
+        # batch 1, as plain values: ids as ints, token lists (and their masks) as lists
+        plain = {k: v[0].tolist() if v.dim() > 1 else int(v[0]) for k, v in cond.items()}
+        got = onnx_generate(runner, prompt, 10, stop_at_eos=False, **plain)
         assert got.tolist() == expected.tolist()
 
 

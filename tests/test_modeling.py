@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from fresh_process import run_without_ringan
-from helpers import ATTENTION_TYPES, LENGTHS, rel_err, tiny_model
+from helpers import ATTENTION_TYPES, LENGTHS, conditioning, rel_err, select_rows, tiny_model
 
 import ringan  # noqa: F401  (registers the auto classes)
 from ringan import RinganCache, RinganConfig, RinganForCausalLM
@@ -29,10 +29,11 @@ def test_padded_rows_equal_unpadded_rows(attention_type, length):
     batch = torch.cat([padded, other])
     mask = torch.ones_like(batch)
     mask[0, :pad] = 0
+    cond = conditioning(model, 2)
     with torch.no_grad():
-        together = model(batch, attention_mask=mask, topic_ids=torch.tensor([1, 2])).logits
-        alone = model(row, topic_ids=torch.tensor([1])).logits
-        other_alone = model(other, topic_ids=torch.tensor([2])).logits
+        together = model(batch, attention_mask=mask, **cond).logits
+        alone = model(row, **select_rows(cond, slice(0, 1))).logits
+        other_alone = model(other, **select_rows(cond, slice(1, 2))).logits
     assert rel_err(together[0, pad:], alone[0]) < 1e-5
     assert rel_err(together[1], other_alone[0]) < 1e-5
 
@@ -52,35 +53,21 @@ def test_left_padded_chunked_prefill_and_decode_equal_full_forward(attention_typ
     for i, r in enumerate(rows):
         batch[i, width - len(r) :] = r
         mask[i, width - len(r) :] = 1
-    topics, contexts = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
+    cond = conditioning(model, 3)
     with torch.no_grad():
         cache = None
         pieces = []
         for start, stop in [(0, 17), (17, prompt_len)]:  # chunked prefill
-            out = model(
-                batch[:, start:stop],
-                attention_mask=mask[:, :stop],
-                cache=cache,
-                use_cache=True,
-                topic_ids=topics,
-                context_ids=contexts,
-            )
+            out = model(batch[:, start:stop], attention_mask=mask[:, :stop], cache=cache, use_cache=True, **cond)
             cache = out.cache
             pieces.append(out.logits)
-        for t in range(prompt_len, width):  # decode step by step
-            out = model(
-                batch[:, t : t + 1],
-                attention_mask=mask[:, : t + 1],
-                cache=cache,
-                use_cache=True,
-                topic_ids=topics,
-                context_ids=contexts,
-            )
+        for t in range(prompt_len, width):  # decode step by step: the cache keeps the conditioning
+            out = model(batch[:, t : t + 1], attention_mask=mask[:, : t + 1], cache=cache, use_cache=True)
             cache = out.cache
             pieces.append(out.logits)
         stepped = torch.cat(pieces, dim=1)
         for i, r in enumerate(rows):
-            full = model(r[None], topic_ids=topics[i : i + 1], context_ids=contexts[i : i + 1]).logits[0]
+            full = model(r[None], **select_rows(cond, slice(i, i + 1))).logits[0]
             assert rel_err(stepped[i, width - len(r) :], full) < 1e-5
         assert cache.seen_tokens.tolist() == lengths
 
@@ -89,9 +76,10 @@ def test_left_padded_chunked_prefill_and_decode_equal_full_forward(attention_typ
 def test_segmented_prefill_equals_one_pass(attention_type):
     model = tiny_model(attention_type, prefill_segment_size=64)
     ids = torch.randint(4, 99, (2, 300))
+    cond = conditioning(model, 2)
     with torch.no_grad():
-        full = model(ids, topic_ids=torch.tensor([1, 2])).logits[:, -1:]
-        segmented = model(ids, topic_ids=torch.tensor([1, 2]), logits_to_keep=1)
+        full = model(ids, **cond).logits[:, -3:]
+        segmented = model(ids, **cond, logits_to_keep=3)
     assert rel_err(segmented.logits, full) < 1e-5
     assert segmented.cache.seen_tokens.tolist() == [300, 300]
 
@@ -105,8 +93,8 @@ def test_default_size_matches_founding_document():
     assert abs(n_params - 6.73e6) / 6.73e6 < 0.02, n_params
 
 
-def test_conditioning_changes_logits_and_per_token_ids_broadcast():
-    model = tiny_model()
+def test_id_conditioning_changes_logits_and_per_token_ids_broadcast():
+    model = tiny_model(conditioning="ids")
     ids = torch.randint(4, 99, (2, 12))
     with torch.no_grad():
         base = model(ids, topic_ids=torch.tensor([1, 1]), context_ids=torch.tensor([2, 2])).logits
@@ -128,10 +116,10 @@ def test_conditioning_changes_logits_and_per_token_ids_broadcast():
 def test_batched_equals_one_by_one(attention_type):
     model = tiny_model(attention_type)
     ids = torch.randint(4, 99, (3, 40))
-    topics = torch.tensor([1, 2, 3])
+    cond = conditioning(model, 3)
     with torch.no_grad():
-        batched = model(ids, topic_ids=topics).logits
-        single = torch.cat([model(ids[i : i + 1], topic_ids=topics[i : i + 1]).logits for i in range(3)])
+        batched = model(ids, **cond).logits
+        single = torch.cat([model(ids[i : i + 1], **select_rows(cond, slice(i, i + 1))).logits for i in range(3)])
     assert rel_err(batched, single) < 1e-5
 
 
@@ -139,7 +127,7 @@ def test_batched_equals_one_by_one(attention_type):
 def test_gradients_reach_every_parameter(attention_type):
     model = tiny_model(attention_type).train()
     ids = torch.randint(4, 99, (2, 70))
-    out = model(ids, topic_ids=torch.tensor([1, 2]), context_ids=torch.tensor([3, 4]), labels=ids)
+    out = model(ids, **conditioning(model, 2), labels=ids)
     out.loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, missing
@@ -188,14 +176,12 @@ def test_logits_to_keep():
 def test_greedy_generate_equals_no_cache_recompute(attention_type):
     model = tiny_model(attention_type)
     prompt = torch.randint(4, 99, (2, 11))
-    topics, contexts = torch.tensor([1, 2]), torch.tensor([3, 4])
+    cond = conditioning(model, 2)
     with torch.no_grad():
-        generated = model.generate(
-            prompt, topic_ids=topics, context_ids=contexts, max_new_tokens=12, do_sample=False, eos_token_id=None
-        )
+        generated = model.generate(prompt, **cond, max_new_tokens=12, do_sample=False, eos_token_id=None)
         seq = prompt
         for _ in range(12):
-            logits = model(seq, topic_ids=topics, context_ids=contexts, use_cache=False).logits
+            logits = model(seq, **cond, use_cache=False).logits
             seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(generated, seq)
 
@@ -210,42 +196,47 @@ def test_generate_left_padded_batch_equals_each_row_alone(attention_type):
         batch[i, 13 - len(r) :] = r
         mask[i, 13 - len(r) :] = 1
     kwargs = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    cond = conditioning(model, 2)
     with torch.no_grad():
-        together = model.generate(batch, attention_mask=mask, topic_ids=torch.tensor([1, 2]), **kwargs)
+        together = model.generate(batch, attention_mask=mask, **cond, **kwargs)
         for i, r in enumerate(rows):
-            alone = model.generate(r[None], topic_ids=torch.tensor([i + 1]), **kwargs)
+            alone = model.generate(r[None], **select_rows(cond, slice(i, i + 1)), **kwargs)
             assert torch.equal(together[i, 13:], alone[0, len(r) :])
 
 
-def _conditioning(per_token: bool, length: int):
-    topics = torch.tensor([[1] * length, [2] * length]) if per_token else torch.tensor([1, 2])
-    contexts = torch.tensor([[3] * length, [4] * length]) if per_token else torch.tensor([3, 4])
-    return topics, contexts
+# the model's own conditioning, plus the id form per sequence and per token (packed conversations)
+FORMS = [(None, False), ("ids", False), ("ids", True)]
 
 
-def _full_logprobs(model, seqs, topics, contexts, rows):
+def _extended(inputs: dict, length: int) -> dict:
+    """Per-token ids over `length` positions: each generated token keeps the last prompt token's ids."""
+    out = dict(inputs)
+    for key in ("topic_ids", "context_ids"):
+        ids = out.get(key)
+        if ids is not None and ids.dim() == 2:
+            out[key] = torch.cat([ids, ids[:, -1:].expand(-1, length - ids.shape[1])], dim=1)
+    return out
+
+
+def _full_logprobs(model, seqs, cond, rows):
     """Log-probabilities of every token of `seqs` by a full no-cache forward; `rows` maps each sequence to its
     prompt row (per-token ids: generated tokens keep the last prompt token's ids)."""
-    t, c = topics[rows], contexts[rows]
-    if t.dim() == 2:
-        t, c = (x[:, -1:].expand(-1, seqs.shape[1]) for x in (t, c))
-    logp = model(seqs, topic_ids=t, context_ids=c, use_cache=False).logits.log_softmax(-1)
+    logp = model(seqs, **_extended(select_rows(cond, rows), seqs.shape[1]), use_cache=False).logits.log_softmax(-1)
     return logp[:, :-1].gather(-1, seqs[:, 1:, None])[..., 0]  # [N, T - 1]
 
 
 @pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
-@pytest.mark.parametrize("per_token", [False, True])
-def test_beam_search_scores_equal_a_full_recompute(per_token, attention_type):
+@pytest.mark.parametrize("form,per_token", FORMS)
+def test_beam_search_scores_equal_a_full_recompute(form, per_token, attention_type):
     """Beam search reorders the cache at every step; each returned beam's score must be exactly the sum of its
     generated tokens' log-probabilities under a fresh full forward."""
-    model = tiny_model(attention_type)
+    model = tiny_model(attention_type, **({"conditioning": form} if form else {}))
     prompt = torch.randint(4, 99, (2, 7))
-    topics, contexts = _conditioning(per_token, 7)
+    cond = conditioning(model, 2, per_token=7 if per_token else None)
     with torch.no_grad():
         out = model.generate(
             prompt,
-            topic_ids=topics,
-            context_ids=contexts,
+            **cond,
             num_beams=3,
             num_return_sequences=2,
             max_new_tokens=6,
@@ -257,34 +248,29 @@ def test_beam_search_scores_equal_a_full_recompute(per_token, attention_type):
             return_dict_in_generate=True,
         )
         rows = torch.tensor([0, 0, 1, 1])
-        recomputed = _full_logprobs(model, out.sequences, topics, contexts, rows)[:, 6:].sum(-1)
+        recomputed = _full_logprobs(model, out.sequences, cond, rows)[:, 6:].sum(-1)
     assert out.sequences.shape == (4, 13)
     torch.testing.assert_close(out.sequences_scores, recomputed, rtol=0, atol=1e-4)
     assert (out.sequences_scores[::2] >= out.sequences_scores[1::2]).all()  # best beam first
 
 
 @pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
-@pytest.mark.parametrize("per_token", [False, True])
-def test_sampled_generate_equals_a_reference_sampler(per_token, attention_type):
+@pytest.mark.parametrize("form,per_token", FORMS)
+def test_sampled_generate_equals_a_reference_sampler(form, per_token, attention_type):
     """Sampling through the cache draws exactly the tokens that a plain loop draws with full recomputes and the
     same random numbers (softmax, then one multinomial draw per row and step)."""
-    model = tiny_model(attention_type)
+    model = tiny_model(attention_type, **({"conditioning": form} if form else {}))
     prompt = torch.randint(4, 99, (2, 7))
-    topics, contexts = _conditioning(per_token, 7)
+    cond = conditioning(model, 2, per_token=7 if per_token else None)
     settings = dict(do_sample=True, top_k=0, top_p=1.0, temperature=1.0, eos_token_id=None, pad_token_id=0)
     with torch.no_grad():
         torch.manual_seed(123)
-        sampled = model.generate(
-            prompt, topic_ids=topics, context_ids=contexts, num_return_sequences=3, max_new_tokens=6, **settings
-        )
+        sampled = model.generate(prompt, **cond, num_return_sequences=3, max_new_tokens=6, **settings)
         rows = torch.tensor([0, 0, 0, 1, 1, 1])
         seqs = prompt[rows]
         torch.manual_seed(123)
         for _ in range(6):
-            t, c = topics[rows], contexts[rows]
-            if per_token:
-                t, c = (x[:, -1:].expand(-1, seqs.shape[1]) for x in (t, c))
-            logits = model(seqs, topic_ids=t, context_ids=c, use_cache=False).logits[:, -1]
+            logits = model(seqs, **_extended(select_rows(cond, rows), seqs.shape[1]), use_cache=False).logits[:, -1]
             seqs = torch.cat([seqs, torch.multinomial(logits.softmax(-1), 1)], dim=1)
     assert torch.equal(sampled, seqs)
     assert len({tuple(r) for r in sampled[:3, 7:].tolist()}) > 1  # the three samples of a row differ

@@ -463,15 +463,14 @@ class OnnxRingan:
 
     def generate(self, input_ids, max_new_tokens: int, stop_at_eos: bool = True, **conditioning):
         """Greedy generation; returns a numpy int64 array `[1, prompt + new]` (prompt included), like
-        `model.generate(..., do_sample=False)`. `conditioning`: as `set_conditioning` (kept for later calls)."""
+        `model.generate(..., do_sample=False)`. `conditioning`: as `set_conditioning`."""
         import numpy as np
 
         prompt = np.asarray(input_ids.tolist() if hasattr(input_ids, "tolist") else input_ids, dtype=np.int64)
         prompt = prompt.reshape(-1)
         if prompt.size == 0:
             raise ValueError("the prompt is empty")
-        if conditioning:
-            self.set_conditioning(**conditioning)
+        self.set_conditioning(**conditioning)  # none given: no (or "unknown") topic and context
         eos = self.meta.get("eos_token_id")
         eos = set(eos if isinstance(eos, list) else [eos]) if stop_at_eos and eos is not None else set()
         tokens = prompt.tolist()
