@@ -30,10 +30,13 @@ import protocol as P  # noqa: E402
 
 OUT = P.RESULTS / "base"
 WORK = P.WORK / "base"
-BASE_CONFIG = {
+BASE_CONFIG = {  # the shipped defaults (RinganConfig), spelled out: the recipe does not move with them
     "attention_type": "gated_delta",
     "conv_size": 4,
     "use_output_gate": True,
+    "gated_mlp": True,
+    "hidden_act": "silu",
+    "intermediate_size": 688,
     "conditioning": "text",
     "dropout": 0.0,  # every sequence is seen a few times at most
     "conditioning_dropout": 0.1,

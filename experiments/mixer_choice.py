@@ -49,9 +49,9 @@ CANDIDATES = {
         "intermediate_size": 688,
     },
 }
-ABLATIONS = {  # run at the best learning rate of their parent
-    "gated_delta+gate (no conv)": ("gated_delta+conv+gate", {"conv_size": 0}),
-    "gated_delta+conv+gate (no RoPE)": ("gated_delta+conv+gate", {"use_rope": False}),
+ABLATIONS = {  # run at the best learning rate of their parent, the screen's winner
+    "gated_delta+gate+swiglu (no conv)": ("gated_delta+conv+gate+swiglu", {"conv_size": 0}),
+    "gated_delta+conv+gate+swiglu (no RoPE)": ("gated_delta+conv+gate+swiglu", {"use_rope": False}),
 }
 SCREEN_TOKENS = 2_000_000
 FINAL_TOKENS = 8_000_000
