@@ -7,7 +7,12 @@ import torch
 from helpers import LENGTHS, rel_err
 
 from ringan.modeling.naive import naive_delta_rule, naive_linear_attention, naive_recurrent_linear_attention
-from ringan.modeling.ops_delta_rule import chunk_delta_rule, recurrent_delta_rule_step, solve_unit_lower_by_doubling
+from ringan.modeling.ops_delta_rule import (
+    chunk_delta_rule,
+    recurrent_delta_rule_step,
+    solve_unit_lower_blockwise,
+    solve_unit_lower_by_doubling,
+)
 from ringan.modeling.ops_linear_attention import chunk_linear_attention, recurrent_linear_attention_step
 
 
@@ -89,6 +94,24 @@ def test_loop_free_unit_lower_solve_equals_triangular_solve(size):
     rhs = torch.randn(3, size, 5)
     expected = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)
     assert rel_err(solve_unit_lower_by_doubling(lower, rhs), expected) < 1e-5
+
+
+def _alike_keys_system(size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The delta rule's chunk system when every key shares a component (a topic/context vector added to every
+    token): `L[i, j] = beta_i (k_i . k_j)` near 1 below the diagonal."""
+    g = torch.Generator().manual_seed(seed)
+    keys = torch.nn.functional.normalize(torch.randn(3, size, 16, generator=g) * 0.3 + torch.ones(16), dim=-1)
+    beta = 0.5 + 0.5 * torch.rand(3, size, 1, generator=g)
+    return (beta * keys @ keys.transpose(-1, -2)).tril(-1), torch.randn(3, size, 5, generator=g)
+
+
+@pytest.mark.parametrize("size", [1, 7, 8, 9, 33, 64])
+def test_blockwise_loop_free_solve_stays_exact_when_keys_are_alike(size):
+    lower, rhs = _alike_keys_system(size)
+    expected = torch.linalg.solve_triangular(lower.double(), rhs.double(), upper=False, unitriangular=True)
+    assert rel_err(solve_unit_lower_blockwise(lower, rhs, max_size=64), expected.float()) < 1e-4
+    if size == 64:  # what the export used before: the product form alone is far off here
+        assert rel_err(solve_unit_lower_by_doubling(lower, rhs), expected.float()) > 1e-3
 
 
 def test_delta_rule_chunk_with_the_loop_free_solve_matches_reference():

@@ -17,7 +17,7 @@ Why a segment graph with state inputs rather than one graph over the whole promp
 over a data-dependent number of chunks, which an exported graph cannot do without a Loop op. Each prefill call
 is exactly ONE chunk of the chunkwise algorithm (intra-segment attention as a masked, decayed T x T product,
 plus the contribution of the incoming state; for the delta rule, the chunk's triangular system is solved by
-repeated squaring, `solve_unit_lower_by_doubling`) with no loop at all, and `OnnxRingan` feeds a prompt through it
+block forward substitution over 8-row blocks, `solve_unit_lower_blockwise`) with no loop at all, and `OnnxRingan` feeds a prompt through it
 `window` tokens at a time (the model's `chunk_size`, 64 by default), carrying the state. Work is O(T * window)
 and memory is constant in the prompt length, as in PyTorch; a fresh prompt starts from zero states.
 
@@ -38,7 +38,7 @@ from torch import nn
 
 from ..modeling import RinganForCausalLM
 from ..modeling.mixer_delta import RinganDeltaNet
-from ..modeling.ops_delta_rule import chunk_delta_rule, solve_unit_lower_by_doubling
+from ..modeling.ops_delta_rule import chunk_delta_rule, solve_unit_lower_blockwise
 from ..modeling.ops_linear_attention import chunk_linear_attention
 from ..modeling.quantization import QUANTIZED_MODULES, dequantize_model_
 from .quantize import TOKENIZER_FILES, folder_sizes
@@ -53,10 +53,10 @@ def _segment_attend(self, q, k, v, log_decay, state):
 
 
 def _segment_attend_delta(self, q, k, v, beta, log_decay, state):
-    """`RinganDeltaNet._attend` for the prefill graph: one chunk, its triangular solve done by repeated squaring."""
+    """`RinganDeltaNet._attend` for the prefill graph: one chunk, its triangular solve loop-free and blockwise."""
 
     def solve(lower, rhs):
-        return solve_unit_lower_by_doubling(lower, rhs, max_size=self.chunk_size)
+        return solve_unit_lower_blockwise(lower, rhs, max_size=self.chunk_size)
 
     return chunk_delta_rule(q, k, v, beta, log_decay, state, chunk_size=q.shape[2], solve_chunk=solve)
 
@@ -132,17 +132,30 @@ CONDITION_INPUTS = {
 
 
 class RinganOnnxCondition(nn.Module):
-    """The model's own conditioning module as a graph: its inputs (see `CONDITION_INPUTS`) -> `[1, 1, hidden]`."""
+    """The model's own conditioning module as a graph: its inputs (see `CONDITION_INPUTS`) -> `[1, 1, hidden]`.
+    torch.export needs named arguments (not `**inputs`) to attach dynamic shapes to them, hence one subclass per
+    mode."""
 
     def __init__(self, model: RinganForCausalLM):
         super().__init__()
         self.lm = model
-        self.names = CONDITION_INPUTS[model.config.conditioning]
 
-    def forward(self, **inputs):
+    def condition(self, inputs: dict) -> torch.Tensor:
         core = self.lm.model
-        vector = core.conditioning(core.embed_tokens, 1, 1, {name: inputs[name] for name in self.names})
-        return vector.expand(1, 1, -1)
+        return core.conditioning(core.embed_tokens, 1, 1, inputs).expand(1, 1, -1)
+
+
+class _IdsCondition(RinganOnnxCondition):
+    def forward(self, topic_ids, context_ids):
+        return self.condition({"topic_ids": topic_ids, "context_ids": context_ids})
+
+
+class _TextCondition(RinganOnnxCondition):
+    def forward(self, topic_input_ids, topic_attention_mask, context_input_ids, context_attention_mask):
+        names = CONDITION_INPUTS["text"]
+        return self.condition(
+            dict(zip(names, (topic_input_ids, topic_attention_mask, context_input_ids, context_attention_mask)))
+        )
 
 
 def _io_names(config) -> tuple[list[str], list[str]]:
@@ -171,7 +184,7 @@ def _export_condition_graph(model: RinganForCausalLM, path: Path) -> None:
         dynamic = {name: {1: torch.export.Dim(f"{name.split('_')[0]}_length", min=1, max=1 << 16)} for name in names}
     with torch.no_grad():
         program = torch.onnx.export(
-            RinganOnnxCondition(model).eval(),
+            {"ids": _IdsCondition, "text": _TextCondition}[model.config.conditioning](model).eval(),
             (),
             kwargs=example,
             dynamo=True,
@@ -369,12 +382,20 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: str | None
 @torch.no_grad()
 def _check(model: RinganForCausalLM, out_dir: Path, prompt_len: int = 70, new: int = 3) -> dict:
     torch.manual_seed(0)
-    ids = torch.randint(4, max(model.config.vocab_size, 5), (1, prompt_len + new))
+    vocab = max(model.config.vocab_size, 5)
+    ids = torch.randint(4, vocab, (1, prompt_len + new))
+    # with a conditioning vector: it is added to every token, so it is where the graphs' numerics are tested hardest
+    mode = model.config.conditioning
+    plain = {"ids": {"topic_ids": 1, "context_ids": 1}, "none": {}}.get(mode, {})
+    if mode == "text":
+        plain = {"topic_input_ids": torch.randint(4, vocab, (6,)).tolist(), "context_input_ids": [5, 6, 7, 8]}
     runner = OnnxRingan(out_dir)
+    runner.set_conditioning(**plain)
     worst = 0.0
     state = runner.initial_state()
     logits, state = runner.feed(ids[0, :prompt_len].tolist(), state)
-    full = model(ids, use_cache=False).logits[0]
+    cond = {k: torch.tensor([v]) for k, v in plain.items()}  # batch 1
+    full = model(ids, use_cache=False, **cond).logits[0]
     worst = max(worst, float((torch.from_numpy(logits) - full[prompt_len - 1]).abs().max()))
     for t in range(prompt_len, prompt_len + new):
         logits, state = runner.feed([int(ids[0, t])], state)
