@@ -3,18 +3,20 @@
     python examples/finetune_with_trainer.py runs/quickstart/model my_dialogues.txt --output runs/finetuned
 
 The dialogue file uses the project's format (`==== Topik: ... ====`, `Konteks: ...`, `Name: text` turns);
-`ringan.data` parses it with file:line errors. Everything else is stock transformers.
+`ringan.data` parses it with file:line errors, and `ringan.training` turns each entry into the model's inputs (its
+tokens, and the Topik/Konteks in the form the model's `config.conditioning` takes). Everything else is stock
+transformers.
 """
 
 from __future__ import annotations
 
 import argparse
 
-import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-from ringan.data import read_dialogues, render_entry
+from ringan.data import LabelVocab, read_dialogues
+from ringan.training import DialogueCollator, entry_to_examples
 
 
 def main() -> None:
@@ -29,35 +31,16 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)  # the config has auto_map
     model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=True)
-    topics = model.config.topic_names or ["<unk>"]
-    contexts = model.config.context_names or ["<unk>"]
-
-    rows = []
-    for entry in read_dialogues(args.data):
-        ids = tokenizer(render_entry(entry))["input_ids"] + [tokenizer.eos_token_id]
-        rows.append(
-            {
-                "input_ids": ids[: args.max_length],
-                # known topics keep their id; new ones use 0 (unknown) since the embedding rows are fixed
-                "topic_ids": topics.index(entry.topic) if entry.topic in topics else 0,
-                "context_ids": contexts.index(entry.context) if entry.context in contexts else 0,
-            }
-        )
-
-    def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in batch)
-        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, r in enumerate(batch):
-            input_ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
-            mask[i, : len(r["input_ids"])] = 1
-        return {
-            "input_ids": input_ids,
-            "attention_mask": mask,
-            "labels": input_ids.masked_fill(mask == 0, -100),  # shifted inside the model
-            "topic_ids": torch.tensor([r["topic_ids"] for r in batch]),
-            "context_ids": torch.tensor([r["context_ids"] for r in batch]),
-        }
+    # known topics keep their id (conditioning="ids"); new ones use 0 (unknown) since the embedding rows are fixed
+    topics = LabelVocab(model.config.topic_names or ["<unk>"])
+    contexts = LabelVocab(model.config.context_names or ["<unk>"])
+    rows = [
+        x for e in read_dialogues(args.data) for x in entry_to_examples(e, tokenizer, topics, contexts, args.max_length)
+    ]
+    keep = ("input_ids", "topic_id", "context_id", "topic_input_ids", "context_input_ids")
+    rows = [{k: r[k] for k in keep} for r in rows]
+    # pads, builds the labels (-100 on padding; shifted inside the model) and the conditioning inputs
+    collate = DialogueCollator(tokenizer.pad_token_id, model.config.conditioning)
 
     training_args = TrainingArguments(
         output_dir=args.output,
@@ -68,7 +51,7 @@ def main() -> None:
         logging_steps=max(args.max_steps // 10, 1),
         save_strategy="no",
         report_to=[],
-        remove_unused_columns=False,  # keep topic_ids / context_ids for the collator
+        remove_unused_columns=False,  # keep the Topik/Konteks columns for the collator
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=Dataset.from_list(rows), data_collator=collate)
     trainer.train()

@@ -42,13 +42,18 @@ def main() -> None:
         return_tensors="pt",
         return_dict=True,
     )
-    topic_ids = torch.tensor([topics.index(topic) if topic in topics else 0])  # 0 = unknown topic
-    context_ids = torch.tensor([contexts.index(args.context) if args.context in contexts else 0])
+    if model.config.conditioning == "text":  # the default: vectors from the Topik and Konteks text, any text
+        encode = lambda text: tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]  # noqa: E731
+        conditioning = {"topic_input_ids": encode(topic), "context_input_ids": encode(args.context)}
+    else:  # "ids": a learned row per known name (0 = unknown)
+        conditioning = {
+            "topic_ids": torch.tensor([topics.index(topic) if topic in topics else 0]),
+            "context_ids": torch.tensor([contexts.index(args.context) if args.context in contexts else 0]),
+        }
     torch.manual_seed(args.seed)
     output = model.generate(
         **inputs,
-        topic_ids=topic_ids,
-        context_ids=context_ids,
+        **conditioning,
         max_new_tokens=args.max_new_tokens,
         do_sample=True,
         top_p=0.95,

@@ -370,8 +370,9 @@ CASES: dict[str, Callable[[Setup], Case]] = {
         Case(["generate"], ("no trained model under", "runs", "--model")),
     )[1],
     # ---- generate / chat
-    "generate unknown topic": lambda s: Case(
-        ["generate", "--model", str(s.model), "--topic", "Tidak Ada"], ("unknown topic 'Tidak Ada'", "Known topics")
+    "generate new topic without a Konteks": lambda s: Case(  # a text-conditioned model takes any Topik text
+        ["generate", "--model", str(s.model), "--topic", "Tidak Ada"],
+        ("no Konteks is known for topic 'Tidak Ada'", "pass --context", "topics with a Konteks: "),
     ),
     "generate topic id out of range": lambda s: Case(
         ["generate", "--model", str(s.model), "--topic", "999"], ("topic id 999 is out of range",)

@@ -135,9 +135,14 @@ def test_generate_verb_by_topic_name_and_errors(trained, capsys):
     )
     printed = capsys.readouterr().out
     assert f"==== Topik: {topic} ====" in printed and "\nSari:" in printed and "\nBudi:" in printed
+    # the shipped default conditions on the Topik/Konteks text: a new topic needs its Konteks, then it works
+    assert config["conditioning"] == "text"
     assert main(["generate", "--model", str(trained / "model"), "--topic", "Topik yang tidak ada"]) == 2
     err = capsys.readouterr().err
-    assert "unknown topic" in err and config["topic_names"][1] in err and "Traceback" not in err
+    assert "--context" in err and config["topic_names"][1] in err and "Traceback" not in err
+    new = ["--topic", "Topik yang tidak ada", "--context", "Dua teman ngobrol soal hujan.", "--turn", "Budi: Halo!"]
+    assert main(["generate", "--model", str(trained / "model"), *new, "--max-new-tokens", "4", "--no-stream"]) == 0
+    assert "==== Topik: Topik yang tidak ada ====" in capsys.readouterr().out
     assert main(["generate", "--model", str(trained / "model"), "--topic", "999"]) == 2
     assert "out of range" in capsys.readouterr().err
 
@@ -360,7 +365,10 @@ def test_plain_trainer_lowers_the_loss_on_the_shipped_corpus():
         logging_steps=1, report_to=[], remove_unused_columns=False, use_cpu=True, save_strategy="no",
     )  # fmt: skip
     trainer = Trainer(
-        model=model, args=args, train_dataset=Dataset.from_list(examples), data_collator=DialogueCollator()
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(examples),
+        data_collator=DialogueCollator(tok.pad_token_id, model.config.conditioning),
     )
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -434,10 +442,13 @@ def test_examples_are_described_as_they_are():
         return found | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
 
     assert not any(m.startswith("ringan") for m in imports("generate_with_transformers.py"))
-    assert {m for m in imports("finetune_with_trainer.py") if m.startswith("ringan")} == {"ringan.data"}
+    assert {m for m in imports("finetune_with_trainer.py") if m.startswith("ringan")} == {
+        "ringan.data",
+        "ringan.training",
+    }
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "examples with plain transformers code" not in readme
-    assert "it reads the dialogue format with `ringan.data`" in readme
+    assert "it reads the dialogue format with `ringan.data` and builds the inputs with `ringan.training`" in readme
 
 
 def test_the_model_card_code_runs_as_written_and_stops_at_the_end_of_the_reply(trained, tmp_path):
@@ -456,3 +467,31 @@ def test_the_model_card_code_runs_as_written_and_stops_at_the_end_of_the_reply(t
     result = run_without_ringan("import sys, torch\ntorch.manual_seed(0)\n" + code, tmp_path)
     eos = set(result["eos"])
     assert not eos & set(result["new"][:-1]) and (len(result["new"]) == result["max"] or result["new"][-1] in eos)
+
+
+class _StopBeforeTraining(Exception):
+    pass
+
+
+def test_quickstart_trains_only_on_its_training_split(tmp_path, monkeypatch):
+    """Before: the quickstart evaluated on a seed-0 split but let `ringan train` split again with its own seed, so
+    held-out entries were trained on."""
+    from ringan.commands import quickstart as quickstart_module
+    from ringan.data import load_default_corpus, read_dialogues, render_entry
+
+    seen = {}
+
+    def record(**kwargs):
+        seen.update(kwargs)
+        raise _StopBeforeTraining
+
+    monkeypatch.setattr(quickstart_module, "train", record)
+    monkeypatch.setattr(quickstart_module, "probe_step_seconds", lambda *args, **kwargs: 1.0)
+    with pytest.raises(_StopBeforeTraining):
+        quickstart_module.quickstart(output=str(tmp_path / "qs"), minutes=0.5)
+    assert seen["validation_fraction"] == 0.0
+    trained = [render_entry(e) for e in read_dialogues(seen["data"])]
+    held_out = [render_entry(e) for e in read_dialogues(tmp_path / "qs" / quickstart_module.HELD_OUT)]
+    corpus = [render_entry(e) for e in load_default_corpus()]
+    assert len(held_out) == -(-len(corpus) // 10) and not set(trained) & set(held_out)  # 10%, rounded up
+    assert sorted(trained + held_out) == sorted(corpus)

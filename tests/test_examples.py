@@ -1,5 +1,5 @@
 """The examples run as a user would run them, on a model saved by `ringan train`: generation with plain transformers
-(no `ringan` import), fine-tuning with a plain `Trainer` (the dialogue format read with `ringan.data`)."""
+(no `ringan` import), fine-tuning with a plain `Trainer` (the dialogue format read with `ringan.data`, inputs built with `ringan.training`)."""
 
 from __future__ import annotations
 

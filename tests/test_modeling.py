@@ -13,6 +13,7 @@ from helpers import ATTENTION_TYPES, LENGTHS, conditioning, rel_err, select_rows
 
 import ringan  # noqa: F401  (registers the auto classes)
 from ringan import RinganCache, RinganConfig, RinganForCausalLM
+from ringan.modeling.modeling_ringan import CONDITION_GAIN
 
 # ------------------------------------------------------------------------------- the attention layer
 
@@ -90,7 +91,7 @@ def test_segmented_prefill_equals_one_pass(attention_type):
 def test_default_size_matches_founding_document():
     model = RinganForCausalLM(RinganConfig())
     n_params = sum(p.numel() for p in model.parameters())
-    assert abs(n_params - 6.73e6) / 6.73e6 < 0.02, n_params
+    assert abs(n_params - 6.73e6) / 6.73e6 < 0.05, n_params  # the budget: within 5% of the document
 
 
 def test_id_conditioning_changes_logits_and_per_token_ids_broadcast():
@@ -149,13 +150,14 @@ def test_loss_matches_manual_shifted_cross_entropy_and_ignores_minus_100():
 def test_gradient_checkpointing_gives_same_gradients():
     model = tiny_model().train()
     ids = torch.randint(4, 99, (2, 30))
+    cond = conditioning(model, 2)  # every parameter gets a gradient
     torch.manual_seed(1)  # the same dropout masks in both runs (checkpointing replays the RNG state)
-    model(ids, labels=ids).loss.backward()
+    model(ids, labels=ids, **cond).loss.backward()
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     model.gradient_checkpointing_enable()
     torch.manual_seed(1)
-    model(ids, labels=ids).loss.backward()
+    model(ids, labels=ids, **cond).loss.backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, plain[n], msg=n)
 
@@ -402,7 +404,10 @@ def test_every_parameter_and_buffer_is_initialised_when_missing_from_the_checkpo
     torch.testing.assert_close(loaded.lm_head.weight, model.lm_head.weight)
     for name, tensor in [*loaded.named_parameters(), *loaded.named_buffers()]:
         assert torch.isfinite(tensor).all(), name
-        if name.endswith("norm.weight") or "layernorm" in name:
+        if name.startswith("model.conditioning.") and name.endswith("norm.weight"):  # text conditioning: small
+            gain = CONDITION_GAIN * model.config.initializer_range * model.config.hidden_size**0.5
+            torch.testing.assert_close(tensor, torch.full_like(tensor, gain), msg=name)
+        elif name.endswith("norm.weight") or "layernorm" in name:
             assert torch.equal(tensor, torch.ones_like(tensor)), name
         elif name.endswith("decay_proj.bias") and attention_type == "gated":
             assert torch.equal(tensor, torch.zeros_like(tensor)), name

@@ -200,7 +200,8 @@ def resolve_context(model_dir: str | Path, config, topic: str, context: str | No
         if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
             raise UserError(f"{mapping_file}: expected a JSON object of topic -> Konteks text")
         if topic not in mapping or not mapping[topic].strip():
-            raise UserError(f"no Konteks is known for topic {topic!r}: pass --context")
+            known = "; ".join(sorted(t for t, text in mapping.items() if text.strip())) or "none"
+            raise UserError(f"no Konteks is known for topic {topic!r}: pass --context (topics with a Konteks: {known})")
         context = mapping[topic]
     context = " ".join(context.split())
     return (names.index(context) if context in names else 0), context

@@ -21,6 +21,7 @@ from .tokenizer import train_tokenizer
 from .train import train
 
 HELD_OUT = "held_out.txt"
+TRAIN_SPLIT = "train.txt"
 SPLIT_SEED = 0  # the experiments' split of the bundled corpus
 BASE_LEARNING_RATE = 1e-3  # fine-tuning the base (experiments/RESULTS.md)
 # Loads the saved model the way a user without the package would, and greedily continues a topic header.
@@ -68,6 +69,9 @@ def quickstart(options: QuickstartOptions | None = None, /, **overrides) -> dict
         f"data: {stats['entries']} entries, {stats['turns']} turns, {stats['characters']:,} characters, "
         f"{stats['topics']} topics ({len(train_entries)} train / {len(val_entries)} held out)"
     )
+    # `ringan train` reads exactly the training split: its own validation split would use another seed
+    write_dialogues(output / TRAIN_SPLIT, train_entries)
+    write_dialogues(output / HELD_OUT, val_entries)
     base = _shipped_base()
     if base is not None:
         print(f"start: Ringan-base ({base}), fine-tuned in fp32 (--init-from base)")
@@ -89,11 +93,12 @@ def quickstart(options: QuickstartOptions | None = None, /, **overrides) -> dict
     )
     metrics = train(
         output=str(output),
+        data=[str(output / TRAIN_SPLIT)],
+        validation_fraction=0.0,
         **start,
         max_length=max_length,
         batch_size=batch_size,
         max_steps=steps,
-        eval_steps=max(steps // 4, 1),
         save_steps=max(steps // 4, 1),
         logging_steps=max(steps // 20, 1),
         seed=o.seed,
@@ -101,9 +106,7 @@ def quickstart(options: QuickstartOptions | None = None, /, **overrides) -> dict
     )
     model_dir = output / "model"
     print("\n== held-out evaluation ==")
-    held_out = output / HELD_OUT
-    write_dialogues(held_out, val_entries)
-    evaluation = evaluate(model=str(model_dir), data=[str(held_out)])
+    evaluation = evaluate(model=str(model_dir), data=[str(output / HELD_OUT)])
 
     print("\n== a generated dialogue ==")
     trained = train_entries[0] if o.topic is None else next((e for e in train_entries if e.topic == o.topic), None)
@@ -147,7 +150,7 @@ def _clear(output: Path, overwrite: bool) -> None:
 
     lock = FolderLock(output).acquire()  # not while a run is using the folder
     try:
-        earlier = run_files(output) + [p for p in [output / HELD_OUT] if p.exists()]
+        earlier = run_files(output) + [p for p in (output / HELD_OUT, output / TRAIN_SPLIT) if p.exists()]
         if earlier and not overwrite:
             raise UserError(
                 f"{output}: holds an earlier run ({', '.join(p.name for p in earlier[:5])}); pass --overwrite to "

@@ -12,7 +12,7 @@ import torch
 from ..data import LabelVocab, read_dialogues, split_entries
 from ..errors import UserError
 from ..loading import check_checkpoint
-from ..modeling.configuration_ringan import ATTENTION_TYPES, RinganConfig
+from ..modeling.configuration_ringan import ATTENTION_TYPES, CONDITIONING_MODES, RinganConfig
 from ..options import Options, option
 from ..runs import RunPlan, on_main_process, prepare_run, refuse_other_run
 from .common import (
@@ -70,16 +70,21 @@ class TrainOptions(Options):
     num_layers: int = option(RinganConfig.num_hidden_layers, "decoder layers" + NEW, minimum=1)
     num_heads: int = option(RinganConfig.num_attention_heads, "attention heads" + NEW, minimum=1)
     intermediate_size: int = option(RinganConfig.intermediate_size, "feed-forward width" + NEW, minimum=1)
-    num_topics: int = option(RinganConfig.num_topics, "topic embedding rows incl. row 0 = unknown" + NEW, minimum=1)
+    conditioning: str = option(
+        RinganConfig.conditioning,
+        "topic/context vectors from the Topik/Konteks text (any text), from id tables (known ones only), or none" + NEW,
+        choices=CONDITIONING_MODES,
+    )
+    num_topics: int = option(RinganConfig.num_topics, "topic id rows incl. row 0 = unknown (ids)" + NEW, minimum=1)
     num_contexts: int = option(
-        RinganConfig.num_contexts, "context embedding rows incl. row 0 = unknown" + NEW, minimum=1
+        RinganConfig.num_contexts, "context id rows incl. row 0 = unknown (ids)" + NEW, minimum=1
     )
     dropout: float = option(
         RinganConfig.dropout, "dropout on embeddings and residual branches" + NEW, minimum=0, below=1
     )
     conditioning_dropout: float = option(
         RinganConfig.conditioning_dropout,
-        "probability of replacing a topic/context id by 0 (unknown) while training" + NEW,
+        "share of training sequences that lose their topic (and, apart, their context)" + NEW,
         minimum=0,
         below=1,
     )

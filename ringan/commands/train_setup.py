@@ -24,6 +24,7 @@ def model_sizes(o) -> dict:
         num_topics=o.num_topics,
         num_contexts=o.num_contexts,
         attention_type=o.attention_type,
+        conditioning=o.conditioning,
         dropout=o.dropout,
         conditioning_dropout=o.conditioning_dropout,
     )
