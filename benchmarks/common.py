@@ -124,14 +124,9 @@ def set_threads(threads: int) -> int:
 def ringan_config(**overrides):
     from ringan import RinganConfig
 
-    return RinganConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        intermediate_size=FFN,
-        **overrides,
-    )
+    # the FFN stays the default's: its gated (SwiGLU) MLP of width 688 has the parameters of Llama's at 1024
+    values = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS)
+    return RinganConfig(**(values | overrides))
 
 
 def llama_config():

@@ -42,6 +42,7 @@ BASE_CONFIG = {  # the shipped defaults (RinganConfig), spelled out: the recipe 
     "conditioning_dropout": 0.1,
 }
 LEARNING_RATE = 3e-3
+LLAMA_LEARNING_RATE = 1.5e-3  # the same-size Llama's best in the mixer screen (results/mixer)
 EPOCHS = 3
 SAVE_STEPS = 250
 PACKAGE_BASE = P.REPO / "ringan" / "base"
@@ -60,11 +61,16 @@ def training_rows(splits, tok) -> list[dict]:
     return P.cached("base_rows", build)
 
 
-def model_dir() -> Path:
-    return WORK / "model"
+def model_dir(arch: str = "ringan") -> Path:
+    return WORK / "model" if arch == "ringan" else WORK / arch / "model"
+
+
+def result_tag(arch: str) -> str:
+    return "" if arch == "ringan" else f"_{arch}"
 
 
 def pretrain(args) -> None:
+    """Pre-train the base (`--arch ringan`) or, for the comparison, the same-size Llama on the same rows and steps."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("RINGAN_THREADS", "1")))
@@ -73,25 +79,30 @@ def pretrain(args) -> None:
     rows = training_rows(splits, tok)
     random.Random(0).shuffle(rows)
     steps = args.max_steps or math.ceil(EPOCHS * len(rows) / P.BATCH_SIZE)
+    epochs = steps * P.BATCH_SIZE / len(rows)
     n_tokens = sum(len(r["input_ids"]) for r in rows)
-    model = P.build_model({"kind": "ringan", **BASE_CONFIG}, len(tok), seed=0)
+    ringan = args.arch == "ringan"
+    spec = {"kind": "ringan", **BASE_CONFIG} if ringan else {"kind": "llama"}
+    lr = LEARNING_RATE if ringan else LLAMA_LEARNING_RATE
+    model = P.build_model(spec, len(tok), seed=0)
+    work = model_dir(args.arch).parent
     P.log(
-        f"base: {sum(p.numel() for p in model.parameters()):,} parameters; {len(rows)} sequences, {n_tokens:,} tokens"
-        f" per epoch; {steps} steps ({EPOCHS} epochs) at lr {LEARNING_RATE}"
+        f"{args.arch}: {sum(p.numel() for p in model.parameters()):,} parameters; {len(rows)} sequences,"
+        f" {n_tokens:,} tokens per epoch; {steps} steps ({epochs:.2f} epochs) at lr {lr}"
     )
     start = time.time()
     history = P.train_phase(
-        model, rows, WORK / "run", steps, LEARNING_RATE, seed=0, with_conditioning=True, save_steps=SAVE_STEPS
+        model, rows, work / "run", steps, lr, seed=0, with_conditioning=ringan, save_steps=SAVE_STEPS
     )
-    model.save_pretrained(str(model_dir()))
-    tok.save_pretrained(str(model_dir()))
+    model.save_pretrained(str(model_dir(args.arch)))
+    tok.save_pretrained(str(model_dir(args.arch)))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     P.write_json(
-        OUT / "pretrain.json",
+        OUT / f"pretrain{result_tag(args.arch)}.json",
         {
-            "config": BASE_CONFIG,
-            "learning_rate": LEARNING_RATE,
-            "epochs": EPOCHS,
+            "config": BASE_CONFIG if ringan else spec,
+            "learning_rate": lr,
+            "epochs": epochs,  # passes over the rows actually scheduled (less than EPOCHS under --max-steps)
             "steps": steps,
             "tokens_per_epoch": n_tokens,
             "history": history["history"],
@@ -100,7 +111,7 @@ def pretrain(args) -> None:
             "peak_rss_mib": peak,
         },
     )
-    P.log(f"base: saved {model_dir()} ({time.time() - start:.0f} s, peak RSS {peak:.0f} MiB)")
+    P.log(f"{args.arch}: saved {model_dir(args.arch)} ({time.time() - start:.0f} s, peak RSS {peak:.0f} MiB)")
 
 
 def evaluate(args) -> None:
@@ -112,7 +123,7 @@ def evaluate(args) -> None:
 
     splits = P.load_splits()
     tok = P.get_tokenizer(splits)
-    model = AutoModelForCausalLM.from_pretrained(str(args.model or model_dir())).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(args.model or model_dir(args.arch))).eval()
     report = {}
     for source, lines in splits.text_heldout.items():
         examples = text_to_examples(lines, tok, P.SEQ_LEN)
@@ -129,7 +140,7 @@ def evaluate(args) -> None:
         tokens = sum(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
         report[name] = {**metrics, "chars_per_token": sum(map(len, texts)) / tokens}
         P.log(f"{name}: bpb {metrics['bits_per_byte']:.4f}")
-    P.write_json(OUT / f"evaluate{args.tag}.json", report)
+    P.write_json(OUT / f"evaluate{result_tag(args.arch)}{args.tag}.json", report)
 
 
 SOURCES_TABLE = """\
@@ -177,7 +188,7 @@ tags:
 
 The base model that ships inside the `ringan` package: a {params:,}-parameter decoder-only model for Indonesian
 (Gated DeltaNet mixer with a short convolution and an output gate, RoPE, topic/context vectors from the Topik and
-Konteks text), pre-trained for {epochs} epochs ({tokens:,} tokens) on the public Indonesian text listed below, and
+Konteks text), pre-trained for {epochs:.2f} epochs ({tokens:,} tokens) on the public Indonesian text listed below, and
 stored in int8 (per-row scales; {size_mb:.2f} MB of weights, config and tokenizer). Fine-tune it on your own dialogues:
 `ringan train --data my_dialogues.txt` starts from it by default; `ringan generate --model base` talks with it.
 
@@ -256,12 +267,14 @@ def ship(args) -> None:
         for name, bpb in heldout.items()
     )
     pretrain = json.loads((OUT / "pretrain.json").read_text())
-    size = sum(p.stat().st_size for p in tmp.iterdir())
+    for path in tmp.iterdir():
+        path.chmod(0o644)  # package data: readable by everyone who installs it
+    size = sum(p.stat().st_size for p in tmp.iterdir())  # weights, config, tokenizer (the card comes next)
     meta = {
         "name": "ringan-base",
         "parameters": params,
         "quantization": config.get("quantization"),
-        "bytes": size,
+        "weights_bytes": (tmp / "model.safetensors").stat().st_size,  # a truncated or swapped file differs
         "heldout_bits_per_byte": heldout,
         "sample": "the bundled corpus's held-out entries (ringan.data.split_entries(load_default_corpus(), 0.1, seed=0))",
         "sample_bits_per_byte": heldout["corpus"],
@@ -272,7 +285,7 @@ def ship(args) -> None:
     card = MODEL_CARD.format(
         params=params,
         epochs=pretrain["epochs"],
-        tokens=pretrain["tokens_per_epoch"] * pretrain["epochs"],
+        tokens=round(pretrain["tokens_per_epoch"] * pretrain["epochs"]),
         size_mb=size / 1e6,
         heldout_rows=rows,
         sources=SOURCES_TABLE,
@@ -280,6 +293,8 @@ def ship(args) -> None:
         cd=BASE_CONFIG["conditioning_dropout"],
     )
     (tmp / "README.md").write_text(card)
+    for path in tmp.iterdir():
+        path.chmod(0o644)
     shutil.rmtree(PACKAGE_BASE, ignore_errors=True)
     os.replace(tmp, PACKAGE_BASE)
     size = sum(p.stat().st_size for p in PACKAGE_BASE.iterdir())
@@ -290,15 +305,176 @@ def ship(args) -> None:
     P.write_json(OUT / "ship.json", meta | {"bytes": size})
 
 
+QUICKSTART_STEPS = 100  # the same for both starts (a 3-minute quickstart on 2 cores runs about this many)
+QUICKSTART_RATES = {"base": [3e-4, 1e-3, 3e-3], "none": [3e-3]}  # none: the quickstart's rate for a new model
+XPERSONA_EPOCHS = 2
+XPERSONA_RATES = [3e-4, 1e-3]
+
+
+def quickstart_comparison(splits, threads: int, max_steps: int = 0) -> dict:
+    """`ringan train` as the quickstart calls it, on the quickstart's 40/5 split: from the shipped base vs from a new
+    model (with its tokenizer trained on the 40 entries), the same steps; bits/byte on the 5 held-out entries."""
+    from ringan.commands.evaluate import evaluate as evaluate_verb
+    from ringan.commands.tokenizer import train_tokenizer
+    from ringan.commands.train import train as train_verb
+    from ringan.data import write_dialogues
+
+    folder = WORK / "quickstart"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_dialogues(folder / "train.txt", splits.corpus_train)
+    write_dialogues(folder / "held_out.txt", splits.corpus_val)
+    if not (folder / "tokenizer" / "tokenizer.json").exists():
+        train_tokenizer(output=str(folder / "tokenizer"), entries=splits.corpus_train)
+    runs = {}
+    for start, rates in QUICKSTART_RATES.items():
+        for lr in rates:
+            name = f"{start}_lr{lr:g}"
+            out = folder / name
+            began = time.time()
+            if not (out / "model" / "config.json").exists():
+                extra = {"tokenizer": str(folder / "tokenizer")} if start == "none" else {}
+                train_verb(
+                    output=str(out),
+                    data=[str(folder / "train.txt")],
+                    validation_fraction=0.0,
+                    init_from=start,
+                    learning_rate=lr,
+                    max_length=512,
+                    batch_size=8,
+                    max_steps=max_steps or QUICKSTART_STEPS,
+                    save_steps=max_steps or QUICKSTART_STEPS,
+                    logging_steps=10,
+                    seed=42,
+                    threads=threads,
+                    overwrite=True,
+                    **extra,
+                )
+            seconds = time.time() - began
+            result = evaluate_verb(model=str(out / "model"), data=[str(folder / "held_out.txt")])
+            runs[name] = {
+                "start": start,
+                "lr": lr,
+                "bits_per_byte": result["overall"]["bits_per_byte"],
+                "seconds": seconds,
+            }
+            P.log(f"quickstart {name}: held-out bpb {runs[name]['bits_per_byte']:.4f} ({seconds:.0f} s)")
+    return runs
+
+
+def xpersona_comparison(splits, tok, arch: str, max_steps: int = 0) -> dict:
+    """A pre-trained base (`ringan` fp32 or the same-size `llama`) fine-tuned the same way on the XPersona training
+    split (XPERSONA_EPOCHS) and on the corpus's 40 entries (QUICKSTART_STEPS), at each rate of XPERSONA_RATES;
+    bits/byte on the matching held-out entries before and after."""
+    from transformers import AutoModelForCausalLM
+
+    import ringan  # noqa: F401
+
+    if not (model_dir(arch) / "config.json").exists():
+        raise SystemExit(f"{arch}: no pre-trained model in {model_dir(arch)}: run the pretrain stage first")
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir(arch)))
+    arms = {
+        "xpersona": (splits.xp_train, splits.xp_val, XPERSONA_EPOCHS),
+        "corpus": (splits.corpus_train, splits.corpus_val, None),
+    }
+    report = {}
+    for data, (train_entries, val_entries, epochs) in arms.items():
+        rows, held = P.entry_examples(train_entries, tok), P.entry_examples(val_entries, tok)
+        steps = math.ceil(epochs * len(rows) / P.BATCH_SIZE) if epochs else QUICKSTART_STEPS
+        steps = min(steps, max_steps or steps)
+        entry = {"before": P.evaluate(base, held)["bits_per_byte"], "steps": steps}
+        for lr in XPERSONA_RATES:
+            model = AutoModelForCausalLM.from_pretrained(str(model_dir(arch)))
+            work = WORK / "finetune" / f"{arch}_{data}_lr{lr:g}"
+            P.train_phase(model, rows, work, steps, lr, seed=0, with_conditioning=arch == "ringan", save_steps=steps)
+            entry[f"lr{lr:g}"] = P.evaluate(model, held)["bits_per_byte"]
+            P.log(f"{arch} {data} lr {lr:g} ({steps} steps): bpb {entry['before']:.4f} -> {entry[f'lr{lr:g}']:.4f}")
+        entry["best"] = min(entry[f"lr{lr:g}"] for lr in XPERSONA_RATES)
+        report[data] = entry
+    return report
+
+
+def finetune(args) -> None:
+    """What a user feels: the quickstart from the base vs from scratch, and Ringan-base vs the same-size Llama base
+    fine-tuned identically."""
+    import torch
+
+    threads = int(os.environ.get("RINGAN_THREADS", "2"))
+    torch.set_num_threads(threads)
+    splits = P.load_splits()
+    tok = P.get_tokenizer(splits)
+    report = {"bases": xpersona_comparison(splits, tok, args.arch, args.max_steps)}
+    if args.arch == "ringan":  # the quickstart starts from the shipped (int8) base
+        report["quickstart"] = quickstart_comparison(splits, threads, args.max_steps)
+    P.write_json(OUT / f"finetune{result_tag(args.arch)}.json", report)
+
+
+def samples(args) -> None:
+    """Ten replies (greedy and sampled) for the quickstart's 5 held-out Konteks, from the quickstart model fine-tuned
+    from the base and from the one trained from scratch; written to results/base/samples.{jsonl,md}."""
+    from ringan.commands.generate import generate
+
+    splits = P.load_splits()
+    finetuned = json.loads((OUT / "finetune.json").read_text())["quickstart"]
+    best = {
+        start: min((r for r in finetuned.values() if r["start"] == start), key=lambda r: r["bits_per_byte"])
+        for start in ("base", "none")
+    }
+    prompts = WORK / "quickstart" / "prompts.jsonl"
+    with prompts.open("w", encoding="utf-8") as f:
+        for e in splits.corpus_val:
+            turns = [[t.speaker, t.text] for t in e.turns[:1]]
+            f.write(
+                json.dumps(
+                    {"topic": e.topic, "context": e.context, "turns": turns, "speaker": e.turns[1].speaker},
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
+    lines = ["# Ringan-base: replies for the quickstart's held-out Konteks", ""]
+    for start, run in best.items():
+        folder = WORK / "quickstart" / f"{start}_lr{run['lr']:g}" / "model"
+        for mode, greedy in (("greedy", True), ("sampled", False)):
+            out = OUT / f"samples_{start}_{mode}.jsonl"
+            generate(
+                model=str(folder),
+                prompts=str(prompts),
+                output=str(out),
+                greedy=greedy,
+                seed=0,
+                max_new_tokens=60,
+                runtime="torch",
+            )
+            lines += [f"## from {'Ringan-base' if start == 'base' else 'scratch'} (lr {run['lr']:g}), {mode}", ""]
+            for row, e in zip((json.loads(x) for x in out.read_text().splitlines()), splits.corpus_val):
+                lines += [
+                    f"- **{e.topic}** — {e.turns[0].speaker}: {e.turns[0].text}",
+                    f"  - reference {e.turns[1].speaker}: {e.turns[1].text}",
+                    f"  - model {row['speaker']}: {row['reply']}",
+                    "",
+                ]
+    (OUT / "samples.md").write_text("\n".join(lines), encoding="utf-8")
+    P.log(f"wrote {OUT / 'samples.md'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["pretrain", "evaluate", "ship", "finetune"])
+    parser.add_argument("stage", choices=["pretrain", "evaluate", "ship", "finetune", "samples"])
+    parser.add_argument(
+        "--arch", choices=["ringan", "llama"], default="ringan", help="pretrain/evaluate/finetune: which model"
+    )
     parser.add_argument("--model", help="evaluate this folder instead of the pre-trained base")
     parser.add_argument("--tag", default="", help="suffix of the result file")
-    parser.add_argument("--max-steps", type=int, default=0, help="stop early (a smoke test of the recipe)")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=0,
+        help="pretrain: schedule this many steps instead of EPOCHS passes; finetune: at most this many (a smoke test)",
+    )
     args = parser.parse_args()
     P.require_data()
-    {"pretrain": pretrain, "evaluate": evaluate, "ship": ship}[args.stage](args)
+    {"pretrain": pretrain, "evaluate": evaluate, "ship": ship, "finetune": finetune, "samples": samples}[args.stage](
+        args
+    )
 
 
 if __name__ == "__main__":

@@ -74,11 +74,12 @@ def build_model(o, plan: RunPlan, tok, vocabs, train_entries):
     if init_folder(o.init_from):
         model, _ = load_model(init_folder(o.init_from), for_training=True)
         config = model.config
+        warn = config.conditioning == "ids"  # a text-conditioned model reads any Topik/Konteks: ids are unused
         config.topic_names = extend_names(
-            config.topic_names, [e.topic for e in train_entries], config.num_topics, "topics"
+            config.topic_names, [e.topic for e in train_entries], config.num_topics, "topics", warn
         )
         config.context_names = extend_names(
-            config.context_names, [e.context for e in train_entries], config.num_contexts, "contexts"
+            config.context_names, [e.context for e in train_entries], config.num_contexts, "contexts", warn
         )
         return model, LabelVocab(config.topic_names), LabelVocab(config.context_names)
     topics, contexts = vocabs
@@ -94,12 +95,13 @@ def build_model(o, plan: RunPlan, tok, vocabs, train_entries):
     return ringan.RinganForCausalLM(config), topics, contexts
 
 
-def extend_names(existing: list[str], values: Sequence[str], rows: int, what: str) -> list[str]:
-    """Keep every existing name at its id; append new names while rows remain (the rest map to 0)."""
+def extend_names(existing: list[str], values: Sequence[str], rows: int, what: str, warn: bool = True) -> list[str]:
+    """Keep every existing name at its id; append new names while rows remain (the rest map to 0); `warn`: say
+    so when some do not fit."""
     names = list(existing) if existing else [UNKNOWN]
     new = [v for v in dict.fromkeys(values) if v not in names]
     room = rows - len(names)
-    if len(new) > room:
+    if len(new) > room and warn:
         warnings.warn(
             f"the data holds {len(new)} new {what} but the model has room for {max(room, 0)} more: "
             f"the rest use id 0 (unknown)",
