@@ -93,11 +93,14 @@ MUTATIONS = {
         "k = k.float()",
         "delta mixer: keys not L2-normalised",
     ),
-    "delta_padding_decay": (
-        "ringan/modeling/mixer_delta.py",
-        "log_decay = log_decay * keep if log_decay is not None else None",
-        "log_decay = log_decay",
-        "gated delta: padding decays the state",
+    # (Not a mutation here: gated delta decaying the state at padding. Padding is allowed only before a row's
+    # first token, where the state is still zero, or after its last, where the cache is refused; no supported input
+    # can tell the difference.)
+    "padded_cache_continued": (
+        "ringan/modeling/modeling_ringan.py",
+        "cache.padded_rows = cache.padded_rows.to(device) | padded",
+        "pass",
+        "a cache that read right padding can be continued (silently wrong)",
     ),
     "conv_history": (
         "ringan/modeling/modules.py",

@@ -436,3 +436,30 @@ def test_mlp_matches_its_formula(gated):
     up = x @ mlp.up_proj.weight.T
     hidden = torch.nn.functional.silu(x @ mlp.gate_proj.weight.T) * up if gated else torch.nn.functional.silu(up)
     torch.testing.assert_close(mlp(x), hidden @ mlp.down_proj.weight.T)
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_padding_contract_right_padding_scores_and_bad_padding_is_refused(attention_type):
+    """Right padding (the collator's) gives every row its own logits; a cache that read right padding, a
+    left-padded continuation and a hole between tokens would each give wrong results silently: they are refused."""
+    model = tiny_model(attention_type)
+    torch.manual_seed(3)
+    rows = [torch.randint(4, 99, (n,)) for n in (12, 7)]
+    batch = torch.zeros(2, 12, dtype=torch.long)
+    mask = torch.zeros_like(batch)
+    for i, r in enumerate(rows):
+        batch[i, : len(r)], mask[i, : len(r)] = r, 1
+    cond = conditioning(model, 2)
+    with torch.no_grad():
+        out = model(batch, attention_mask=mask, use_cache=True, **cond)
+        for i, r in enumerate(rows):
+            alone = model(r[None], **select_rows(cond, slice(i, i + 1))).logits[0]
+            assert rel_err(out.logits[i, : len(r)], alone) < 1e-5
+        assert out.cache.padded_rows.tolist() == [False, True]
+        with pytest.raises(ValueError, match=r"cache of row\(s\) \[1\] read padding after their tokens"):
+            model(torch.tensor([[5], [6]]), cache=out.cache, use_cache=True)
+        first = model(batch[:1], use_cache=True, **select_rows(cond, slice(0, 1)))
+        with pytest.raises(ValueError, match=r"row\(s\) \[0\] have padding between tokens"):  # left-padded continuation
+            model(torch.tensor([[0, 7, 8]]), attention_mask=torch.tensor([[1] * 12 + [0, 1, 1]]), cache=first.cache)
+        with pytest.raises(ValueError, match=r"row\(s\) \[1\] have padding between tokens"):  # a hole
+            model(batch, attention_mask=torch.tensor([[1] * 12, [1, 1, 0, 1] + [0] * 8]))

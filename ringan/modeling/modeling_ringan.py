@@ -73,7 +73,9 @@ class RinganCache:
     and as the mixer needs them `normalizer` `[B, H, d]` and `conv` `[B, 3 * hidden, conv_size - 1]`) and, per
     row, the number of real (unpadded) tokens seen, which is the next RoPE position.
 
-    To continue from a returned cache, pass only the tokens the cache has not seen yet.
+    To continue from a returned cache, pass only the tokens the cache has not seen yet. Padding is for the left of a
+    row, before its first token; a row that read padding after a token (a right-padded batch) keeps a state that is
+    not its tokens' alone (the short convolution's window holds the padding), so continuing it is refused.
     """
 
     is_compileable = False
@@ -83,6 +85,7 @@ class RinganCache:
         self.states: list[dict[str, torch.Tensor] | None] = [None] * num_layers
         self.seen_tokens = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.condition: torch.Tensor | None = None  # [B, 1, hidden]: the conversation's topic + context vector
+        self.padded_rows = torch.zeros(batch_size, dtype=torch.bool, device=device)  # read padding after a token
 
     @property
     def is_linear(self) -> list[bool]:
@@ -97,6 +100,7 @@ class RinganCache:
     def _map(self, fn) -> None:
         self.states = [None if s is None else {k: fn(t) for k, t in s.items()} for s in self.states]
         self.seen_tokens = fn(self.seen_tokens)
+        self.padded_rows = fn(self.padded_rows)
         self.condition = None if self.condition is None else fn(self.condition)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -306,6 +310,31 @@ def _check_range(ids: torch.Tensor, size: int, name: str) -> None:
         raise ValueError(f"{name} holds {bad}, outside 0..{size - 1}")
 
 
+def _check_continuable(cache) -> None:
+    """Continuing a row whose cache read padding after its tokens would give silently wrong results."""
+    if cache is not None and bool(cache.padded_rows.any()):
+        rows = cache.padded_rows.nonzero().flatten().tolist()
+        raise ValueError(
+            f"the cache of row(s) {rows} read padding after their tokens (a right-padded batch): it cannot be "
+            "continued. Pad on the left, before each row's first token"
+        )
+
+
+def _padding_after_tokens(token_mask: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Per row: does this call read padding after a token (seen now or by the cache)? Padding followed by a token
+    (a left-padded continuation, a hole) would give silently wrong results: it is refused."""
+    started = (token_mask.long().cumsum(-1) > 0) | (offset[:, None] > 0)
+    late = ~token_mask & started  # [B, T]: padding after the row's first token
+    later_token = token_mask.flip(-1).long().cumsum(-1).flip(-1) > token_mask.long()  # a token comes after
+    if bool((late & later_token).any()):
+        rows = (late & later_token).any(-1).nonzero().flatten().tolist()
+        raise ValueError(
+            f"attention_mask: row(s) {rows} have padding between tokens (or after tokens the cache has seen); "
+            "padding goes on the left of a row, before its first token, or on the right of its last"
+        )
+    return late.any(-1)
+
+
 def _token_mask(attention_mask: torch.Tensor | None, batch: int, seq_len: int, device) -> torch.Tensor | None:
     """`attention_mask` as a boolean `[B, T]` mask of the tokens fed now (a longer mask, as `generate` passes, is
     aligned to its last columns), after checking it."""
@@ -420,6 +449,9 @@ class RinganModel(RinganPreTrainedModel):
             raise ValueError(f"the cache holds {cache.seen_tokens.shape[0]} rows but the input has {batch}")
 
         token_mask = _token_mask(attention_mask, batch, seq_len, device)
+        checking = not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+        if checking:
+            _check_continuable(cache)
         if cache is None and use_cache:
             cache = RinganCache(len(self.layers), batch, device)
         offset = (
@@ -431,6 +463,10 @@ class RinganModel(RinganPreTrainedModel):
         else:
             steps = (token_mask.long().cumsum(-1) - 1).clamp(min=0)  # padding takes no position
             new_tokens = token_mask.long().sum(-1)
+            if checking:
+                padded = _padding_after_tokens(token_mask, offset)
+                if cache is not None:
+                    cache.padded_rows = cache.padded_rows.to(device) | padded
         cos, sin = self.rotary_emb(offset[:, None] + steps)
 
         conditioning_inputs = {
