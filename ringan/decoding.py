@@ -100,15 +100,18 @@ class OnnxStep:
 
         self.runner = OnnxRingan(folder, threads=threads)
 
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, conditioning: dict):
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, conditioning: dict, state=None):
+        """`state`: continue a conversation from the state it left (its conditioning stays unless new inputs are
+        given)."""
         if input_ids.shape[0] != 1:
             raise ValueError("the ONNX runtime decodes one conversation at a time (batch 1)")
-        # batch 1: ids as ints, token lists (and their masks) as lists
-        self.runner.set_conditioning(
-            **{k: v[0].tolist() if v.dim() > 1 else int(v[0]) for k, v in conditioning.items()}
-        )
+        if state is None or conditioning:
+            # batch 1: ids as ints, token lists (and their masks) as lists
+            self.runner.set_conditioning(
+                **{k: v[0].tolist() if v.dim() > 1 else int(v[0]) for k, v in conditioning.items()}
+            )
         ids = input_ids[0][attention_mask[0].bool()] if attention_mask is not None else input_ids[0]
-        logits, state = self.runner.feed(ids.tolist(), self.runner.initial_state())
+        logits, state = self.runner.feed(ids.tolist(), self.runner.initial_state() if state is None else state)
         return torch.from_numpy(logits)[None], state
 
     def step(self, tokens: torch.Tensor, state):

@@ -72,6 +72,34 @@ def test_conditioning_passes_through_the_loop():
     assert plain[0] != got[0]
 
 
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_onnx_back_end_equals_torch_and_continues_a_conversation(attention_type, tmp_path):
+    """The ONNX Runtime back end of the lean loop: the same greedy tokens as the torch back end (70-token prompt:
+    two prefill windows; text conditioning), and a conversation continued from its state equals one fed whole."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from ringan.conversion import export_onnx
+    from ringan.decoding import OnnxStep
+
+    model = tiny_model(attention_type)
+    model.save_pretrained(tmp_path / "fp32")
+    export_onnx(tmp_path / "fp32", tmp_path / "onnx")
+    torch.manual_seed(5)
+    prompt, more = torch.randint(4, 99, (70,)).tolist(), torch.randint(4, 99, (9,)).tolist()
+    cond = {"topic_input_ids": torch.tensor([[7, 8, 9]]), "context_input_ids": torch.tensor([[10, 11, 12, 13]])}
+    greedy = Sampling(greedy=True)
+    runs = {}
+    for name, backend in (("torch", TorchStep(model)), ("onnx", OnnxStep(tmp_path / "onnx"))):
+        decoder = Decoder(backend)
+        first = decoder.generate([prompt], 6, greedy, conditioning=cond)[0]
+        # the state has seen every token but the last generated one: feed it with the next turn
+        continued = decoder.generate([first[-1:] + more], 6, greedy, state=decoder.state)[0]
+        whole = Decoder(backend).generate([prompt + first + more], 6, greedy, conditioning=cond)[0]
+        assert continued == whole, name
+        runs[name] = (first, continued)
+    assert runs["onnx"] == runs["torch"]
+
+
 def test_empty_prompts_are_refused():
     with pytest.raises(ValueError, match="at least one token"):
         Decoder(TorchStep(tiny_model())).generate([[]], 4)
