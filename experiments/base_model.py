@@ -116,8 +116,10 @@ def pretrain(args) -> None:
 
 def evaluate(args) -> None:
     """Held-out bits per byte of the base on each source's held-out part, and chars/token there."""
+    import torch
     from transformers import AutoModelForCausalLM
 
+    torch.set_num_threads(int(os.environ.get("RINGAN_THREADS", "1")))
     import ringan  # noqa: F401
     from ringan.training import text_to_examples
 
@@ -306,7 +308,7 @@ def ship(args) -> None:
 
 
 QUICKSTART_STEPS = 100  # the same for both starts (a 3-minute quickstart on 2 cores runs about this many)
-QUICKSTART_RATES = {"base": [3e-4, 1e-3, 3e-3], "none": [3e-3]}  # none: the quickstart's rate for a new model
+QUICKSTART_RATES = {"base": [1e-4, 3e-4, 1e-3, 3e-3], "none": [3e-3]}  # none: the quickstart's rate for a new model
 XPERSONA_EPOCHS = 2
 XPERSONA_RATES = [3e-4, 1e-3]
 
