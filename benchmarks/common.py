@@ -356,11 +356,12 @@ def _ringan_default(name: str):
 
 def models_line() -> str:
     return (
-        f"Both models: vocab {VOCAB}, width {HIDDEN}, {LAYERS} layers, {HEADS} heads, FFN {FFN}, fp32, untied head, "
+        f"Both models: vocab {VOCAB}, width {HIDDEN}, {LAYERS} layers, {HEADS} heads, fp32, untied head, "
         "random init (seed 0), random token ids. Ringan = `RinganForCausalLM(RinganConfig())` (the default "
-        f"`{_ringan_default('attention_type')}` attention, chunk {_ringan_default('chunk_size')}, prefill segments of "
-        f"{_ringan_default('prefill_segment_size')}, GELU 2-matrix FFN); Llama = `LlamaForCausalLM` with SDPA attention "
-        "(SwiGLU 3-matrix FFN, so it has ~7% more parameters)."
+        f"`{_ringan_default('attention_type')}` mixer, short convolution {_ringan_default('conv_size')}, chunk "
+        f"{_ringan_default('chunk_size')}, prefill segments of {_ringan_default('prefill_segment_size')}, SwiGLU FFN "
+        f"{_ringan_default('intermediate_size')}; `--ringan-config` overrides are listed in the header); Llama = "
+        f"`LlamaForCausalLM` with SDPA attention (SwiGLU FFN {FFN})."
     )
 
 
