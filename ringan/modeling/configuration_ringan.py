@@ -11,6 +11,11 @@ CONDITIONING_MODES = ("text", "ids", "none")
 ACTIVATIONS = ("gelu", "relu", "silu")
 
 
+# Fields added after checkpoints were first saved, with the value those checkpoints were built with. Saved configs
+# list every field, so only a config older than the field lacks it.
+FIELDS_ADDED_LATER = {"conv_size": 0, "use_output_gate": False, "gated_mlp": False, "conditioning": "ids"}
+
+
 class RinganConfig(PreTrainedConfig):
     r"""
     Configuration of a [`RinganForCausalLM`]: a small decoder-only language model whose every input vector is
@@ -130,6 +135,12 @@ class RinganConfig(PreTrainedConfig):
     bos_token_id: int | None = 1
     eos_token_id: int | list[int] | None = 2
     tie_word_embeddings: bool = False
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """A saved config.json from before a field existed was built without that feature: it loads as it was saved
+        (e.g. no `gated_mlp` key = a GELU MLP), not with today's defaults."""
+        return super().from_dict({**FIELDS_ADDED_LATER, **config_dict}, **kwargs)
 
     def __post_init__(self, **kwargs):
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
