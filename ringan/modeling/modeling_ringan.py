@@ -323,6 +323,8 @@ def _check_continuable(cache) -> None:
 def _padding_after_tokens(token_mask: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """Per row: does this call read padding after a token (seen now or by the cache)? Padding followed by a token
     (a left-padded continuation, a hole) would give silently wrong results: it is refused."""
+    if token_mask.shape[1] == 1:  # a decode step (generate passes a mask every step): no token can follow
+        return ~token_mask[:, 0] & (offset > 0)
     started = (token_mask.long().cumsum(-1) > 0) | (offset[:, None] > 0)
     late = ~token_mask & started  # [B, T]: padding after the row's first token
     later_token = token_mask.flip(-1).long().cumsum(-1).flip(-1) > token_mask.long()  # a token comes after
