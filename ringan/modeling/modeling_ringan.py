@@ -349,9 +349,7 @@ def _token_mask(attention_mask: torch.Tensor | None, batch: int, seq_len: int, d
         )
     mask = attention_mask[:, -seq_len:]
     if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
-        if mask.is_floating_point() and not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
-        if not mask.is_floating_point() and not bool(((mask == 0) | (mask == 1)).all()):
+        if not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
     return mask.to(device=device, dtype=torch.bool)
 
