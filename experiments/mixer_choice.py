@@ -182,6 +182,7 @@ def main() -> None:
     parser.add_argument("--stage", choices=["screen", "final"])
     parser.add_argument("--models", nargs="+", help="limit to these candidates")
     parser.add_argument("--finalists", nargs="+", default=[], help="Ringan candidates for the final stage")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds for the final stage")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--report", action="store_true")
@@ -218,7 +219,7 @@ def main() -> None:
                     "tokens": FINAL_TOKENS,
                     "keep_model": True,
                 }
-                for s in (0, 1, 2)
+                for s in args.seeds
             ]
         for j in jobs:
             j["name"] = run_name(j["model"], j["lr"], j["seed"], j["tokens"])
