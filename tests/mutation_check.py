@@ -23,7 +23,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ["tests/test_kernels.py", "tests/test_mixers.py", "tests/test_modeling.py", "tests/test_conditioning.py"]
+TESTS = [
+    "tests/test_kernels.py",
+    "tests/test_mixers.py",
+    "tests/test_modeling.py",
+    "tests/test_conditioning.py",
+    "tests/test_fused_step.py",
+]
 
 # name: (file, exact text, replacement, what the mutation breaks)
 MUTATIONS = {
@@ -119,6 +125,24 @@ MUTATIONS = {
         "            condition = cache.condition  # the conversation's vector, kept from its first call\n",
         "            condition = None\n",
         "a continued conversation loses its conditioning vector",
+    ),
+    "fused_decay": (
+        "ringan/fused_step.py",
+        "s.mul_(torch.exp(self.neg_a * F.softplus(gates[:, heads:]))[..., None, None])",
+        "pass",
+        "fused decode step: the gated delta rule's decay dropped",
+    ),
+    "fused_conv_window": (
+        "ringan/fused_step.py",
+        'state["conv"] = window[..., 1:]',
+        'state["conv"] = window[..., :-1]',
+        "fused decode step: the convolution keeps the wrong end of its window",
+    ),
+    "fused_position": (
+        "ringan/fused_step.py",
+        "cache.seen_tokens = cache.seen_tokens + 1",
+        "cache.seen_tokens = cache.seen_tokens",
+        "fused decode step: the RoPE position does not advance",
     ),
 }
 
