@@ -5,8 +5,7 @@ not the arithmetic, sets the pace (transformers' `generate` loop alone costs ~1.
 the loop to the model's own one-token forward and a few tensor ops, for a batch of left-padded prompts at once;
 rows that finish drop out of the batch. Two back ends do the forward:
 
-- `"torch"`: the model's forward for the prompt, then `FusedDeltaStep` per token for the delta-rule mixers (the
-  model's forward for the others); float or int8/int4 weights;
+- `"torch"`: the model itself (its one-token step fused for the delta-rule mixers); float or int8/int4 weights;
 - `"onnx"`: the `ringan export onnx` graphs in ONNX Runtime (batch 1), exported once into a cache folder.
 
 `model.generate()` stays fully supported; this module is what `ringan generate` / `ringan chat` use.
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .fused_step import FUSED_MIXERS, FusedDeltaStep
+from .modeling.fused_step import FUSED_MIXERS
 
 RUNTIMES = ("auto", "torch", "onnx")
 
@@ -64,15 +63,13 @@ def next_tokens(
 
 
 class TorchStep:
-    """The model's own forward for the prompt; then one token per row, carrying a `RinganCache`: for the delta-rule
-    mixers (the default) by `FusedDeltaStep` (the same math with a tenth of the operators), else by the model's
-    forward. The fused step copies the weights it concatenates: build a new `TorchStep` after changing them."""
+    """The model's own forward, one token per row, carrying a `RinganCache` (for the delta-rule mixers, the
+    default, the forward runs a one-token step as `FusedDeltaStep`)."""
 
     name = "torch"
 
     def __init__(self, model):
         self.model = model.eval()
-        self.fused = FusedDeltaStep(model) if model.config.attention_type in FUSED_MIXERS else None
 
     @torch.inference_mode()
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, conditioning: dict, state=None):
@@ -88,8 +85,6 @@ class TorchStep:
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, cache):
-        if self.fused is not None:
-            return self.fused(tokens, cache)
         return self.model(input_ids=tokens[:, None], cache=cache, use_cache=True).logits[:, -1], cache
 
     @staticmethod
@@ -244,7 +239,7 @@ def make_backend(model, model_dir: str | Path | None, runtime: str = "auto", thr
     if not (runtime == "onnx" or (runtime == "auto" and cached)):
         bits = (model.config.quantization or {}).get("bits")
         step = TorchStep(model)
-        how = "fused delta-rule step" if step.fused is not None else "the model's forward"
+        how = "fused delta-rule step" if model.config.attention_type in FUSED_MIXERS else "the model's forward"
         return step, f"torch ({how}, {f'int{bits}' if bits else 'fp32'} weights)"
     from .conversion.onnx_export import META_FILE, export_onnx
 

@@ -127,19 +127,19 @@ MUTATIONS = {
         "a continued conversation loses its conditioning vector",
     ),
     "fused_decay": (
-        "ringan/fused_step.py",
-        "s.mul_(torch.exp(self.neg_a * F.softplus(gates[:, heads:]))[..., None, None])",
+        "ringan/modeling/fused_step.py",
+        "s = s * torch.exp(self.neg_a * F.softplus(gates[:, heads:]))[..., None, None]",
         "pass",
         "fused decode step: the gated delta rule's decay dropped",
     ),
     "fused_conv_window": (
-        "ringan/fused_step.py",
+        "ringan/modeling/fused_step.py",
         'state["conv"] = window[..., 1:]',
         'state["conv"] = window[..., :-1]',
         "fused decode step: the convolution keeps the wrong end of its window",
     ),
     "fused_position": (
-        "ringan/fused_step.py",
+        "ringan/modeling/fused_step.py",
         "cache.seen_tokens = cache.seen_tokens + 1",
         "cache.seen_tokens = cache.seen_tokens",
         "fused decode step: the RoPE position does not advance",

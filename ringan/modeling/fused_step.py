@@ -1,20 +1,18 @@
 """A hand-fused one-token decode step for the delta-rule mixers (`delta`, `gated_delta`, the default).
 
 At batch 1 a Ringan step is ~5 MFLOP, so its time is set by how many operators run, not by arithmetic: the
-model's own forward runs ~880 ATen operators a token (checks, reshapes, per-projection matmuls, a mkldnn
-convolution for a 4-tap window). `FusedDeltaStep` computes the same step with about a tenth of them:
+general forward runs ~880 ATen operators a token (reshapes, masks, per-projection matmuls, a mkldnn convolution
+for a 4-tap window). `FusedDeltaStep` computes the same step with about a tenth of them:
 
-- the q/k/v/output-gate projections of a layer are one matmul, β and the decay one more, the MLP's gate and up
-  one (weights concatenated once, at construction; int8 codes and their scales are concatenated as they are, so
-  quantized weights stay quantized and run in the same int8 kernel);
+- the q/k/v/output-gate projections of a layer are one matmul, beta and the decay one more, the MLP's gate and
+  up one (weights concatenated once; int8 codes and their scales are concatenated as they are, so quantized
+  weights stay quantized and run in the same int8 kernel);
 - the short convolution's step is one dot product over its cached window; RoPE angles are computed once per
-  step for both layers; q and k are normalised and rotated together;
-- the recurrent state is updated in place in the `RinganCache` the model's prefill returned, so prefill,
-  `model.generate()` and this step share one cache format.
+  step for both layers; q and k are normalised and rotated together.
 
-It is the same math as `RinganDeltaNet.forward` with one token and a cache (checked against the model's
-forward in `tests/test_fused_step.py`); the model's forward stays the reference and the path for every other
-mixer.
+`RinganForCausalLM.forward` uses it for a one-token call with a cache and no gradients (every `generate` step)
+and rebuilds it when a weight changes. It is the same math as `RinganDeltaNet.forward` with one token and a
+cache, checked against it in `tests/test_fused_step.py`.
 """
 
 from __future__ import annotations
@@ -23,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modeling.modules import RinganShortConvolution
-from .modeling.quantization import _INT8_MM, QuantizedLinear
+from .modules import RinganShortConvolution
+from .quantization import _INT8_MM, QuantizedLinear
 
 FUSED_MIXERS = ("delta", "gated_delta")
 
@@ -91,12 +89,15 @@ class _FusedLayer:
 
         gates = self.gate_proj(h).float()
         beta = torch.sigmoid(gates[:, :heads])  # [B, H]
-        s = state["state"]  # [B, H, D, D] fp32, updated in place
+        s = state["state"]  # [B, H, D, D] fp32
         if self.neg_a is not None:
-            s.mul_(torch.exp(self.neg_a * F.softplus(gates[:, heads:]))[..., None, None])
+            s = s * torch.exp(self.neg_a * F.softplus(gates[:, heads:]))[..., None, None]
         stored = torch.matmul(k.unsqueeze(-2), s)  # S^T k: [B, H, 1, D]
         written = (v.unsqueeze(-2) - stored).mul_(beta[..., None, None])
-        s.view(batch * heads, dim, dim).baddbmm_(k.reshape(batch * heads, dim, 1), written.view(batch * heads, 1, dim))
+        s = torch.baddbmm(  # S + k (beta (v - S^T k))^T, as [B * H] outer products
+            s.reshape(batch * heads, dim, dim), k.reshape(batch * heads, dim, 1), written.view(batch * heads, 1, dim)
+        ).view(batch, heads, dim, dim)
+        state["state"] = s
         out = torch.matmul(q.unsqueeze(-2), s).view(batch, heads, dim)  # [B, H, D]
 
         out = self.out_norm(out.to(x.dtype)).view(batch, self.hidden)
@@ -113,8 +114,8 @@ class _FusedLayer:
 
 
 class FusedDeltaStep:
-    """`step(tokens [B], cache) -> (logits [B, V] fp32, cache)` for a delta-rule `RinganForCausalLM` in eval
-    mode, continuing a `RinganCache` from the model's own forward (prefill)."""
+    """`step(tokens [B], cache) -> logits [B, V] fp32` for a delta-rule `RinganForCausalLM`, continuing (and
+    updating) a `RinganCache`. The caller checks the inputs (`RinganForCausalLM.forward` does)."""
 
     def __init__(self, model: nn.Module):
         config = model.config
@@ -125,11 +126,9 @@ class FusedDeltaStep:
         self.conditioning = base.conditioning
         self.layers = [_FusedLayer(layer) for layer in base.layers]
         self.use_rope = config.use_rope
+        self.key = weights_key(model)
 
-    @torch.inference_mode()
-    def __call__(self, tokens: torch.Tensor, cache) -> tuple[torch.Tensor, object]:
-        if bool(cache.padded_rows.any()):
-            raise ValueError("this cache read padding after a token (a right-padded batch) and cannot be continued")
+    def __call__(self, tokens: torch.Tensor, cache) -> torch.Tensor:
         batch = tokens.shape[0]
         x = self.embed(tokens)  # [B, hidden]
         condition = cache.condition if cache.condition is not None else self.conditioning.unknown(batch)
@@ -138,7 +137,28 @@ class FusedDeltaStep:
         cos = sin = None
         if self.use_rope:  # [B, 1, 1, D]: the next position of each row
             cos, sin = self.rotary(cache.seen_tokens[:, None])
-        for layer, state in zip(self.layers, cache.states):
+        for i, layer in enumerate(self.layers):
+            state = dict(cache.states[i])
             x = layer(x, cos, sin, state)
+            cache.states[i] = state
         cache.seen_tokens = cache.seen_tokens + 1
-        return self.lm_head(self.norm(x)).float(), cache
+        return self.lm_head(self.norm(x)).float()
+
+
+def weights_key(model: nn.Module) -> tuple:
+    """Identifies the weights a fused step copies (each tensor's object, storage and in-place version), so a
+    step built from other weights is rebuilt: after training, `load_state_dict`, `.to()`, quantization. The
+    modules it calls as they are (norms, o_proj, down_proj, embedding, head) need no key."""
+    key = []
+    for layer in model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        copied = (attn.q_proj, attn.k_proj, attn.v_proj, attn.gate_proj, attn.beta_proj, attn.conv, mlp.gate_proj)
+        copied += (mlp.up_proj, getattr(attn, "decay_proj", None))
+        for module in copied:
+            if module is not None:
+                for t in (*module._parameters.values(), *module._buffers.values()):
+                    if t is not None:  # a bias-free Linear holds bias=None
+                        key.append((id(t), t.data_ptr(), t._version))
+        if hasattr(attn, "A_log"):
+            key.append((id(attn.A_log), attn.A_log.data_ptr(), attn.A_log._version))
+    return tuple(key)
