@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..modeling import RinganForCausalLM
+from ..modeling.fused_step import FUSED_MIXERS, FusedDeltaLayer
 from ..modeling.mixer_delta import RinganDeltaNet
 from ..modeling.ops_delta_rule import chunk_delta_rule, solve_unit_lower_blockwise
 from ..modeling.ops_linear_attention import chunk_linear_attention
@@ -98,10 +99,12 @@ class RinganOnnxStep(nn.Module):
     last position, with the recurrent state as explicit tensors (each stacked over layers). The same module serves
     prefill (T tokens) and decode (T = 1)."""
 
-    def __init__(self, model: RinganForCausalLM):
+    def __init__(self, model: RinganForCausalLM, fused: bool = False):
         super().__init__()
         self.lm = model
         self.names = state_names(model.config)
+        # the decode graph of a delta-rule model: the fused one-token layers (a third of the nodes)
+        self.fused = [FusedDeltaLayer(layer) for layer in model.model.layers] if fused else None
 
     def forward(self, input_ids, position, condition, state, normalizer=None, conv=None):
         given = {"state": state, "normalizer": normalizer, "conv": conv}
@@ -114,7 +117,10 @@ class RinganOnnxStep(nn.Module):
         new_states: dict[str, list] = {name: [] for name in self.names}
         for i, layer in enumerate(core.layers):
             layer_state = {name: tensor[i] for name, tensor in zip(self.names, states)}
-            hidden, updated = layer(hidden, cos, sin, None, layer_state)
+            if self.fused is not None:  # one token: the layer's state dict is updated in place
+                hidden, updated = self.fused[i](hidden, cos, sin, layer_state), layer_state
+            else:
+                hidden, updated = layer(hidden, cos, sin, None, layer_state)
             for name in self.names:
                 new_states[name].append(updated[name])
         # RMSNorm is per position: only the last one is needed. Kept 3-D so the head exports as a MatMul
@@ -331,7 +337,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: str | None
 
     with _one_chunk_attention(model):
         _export_graph(step, config, out_dir / "prefill.onnx", dynamic=True)
-    _export_graph(step, config, out_dir / "decode.onnx", dynamic=False)
+    decode = RinganOnnxStep(model, fused=config.attention_type in FUSED_MIXERS).eval()
+    _export_graph(decode, config, out_dir / "decode.onnx", dynamic=False)
     graphs = ["prefill.onnx", "decode.onnx"]
     if config.conditioning != "none":
         _export_condition_graph(model, out_dir / "condition.onnx")

@@ -28,7 +28,7 @@ FUSED_MIXERS = ("delta", "gated_delta")
 
 
 class _Projection:
-    """Several linear layers that read the same input, run as one matmul: `[B, in] -> [B, sum(out)]`."""
+    """Several linear layers that read the same input, run as one matmul: `[..., in] -> [..., sum(out)]`."""
 
     def __init__(self, layers: list[nn.Module]):
         self.layers = layers
@@ -49,11 +49,14 @@ class _Projection:
         if self.weight is not None:
             return F.linear(x, self.weight, self.bias)
         if self.codes is not None:  # bf16 activations: torch's fast int8 path
-            return _INT8_MM(x.to(torch.bfloat16), self.codes, self.scales).to(x.dtype)
+            out = _INT8_MM(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), self.codes, self.scales)
+            return out.to(x.dtype).view(*x.shape[:-1], -1)
         return torch.cat([m(x) for m in self.layers], dim=-1)  # int4 or grouped scales: each layer's own kernel
 
 
-class _FusedLayer:
+class FusedDeltaLayer:
+    """One decoder layer's one-token step (mixer and MLP), its weights concatenated from `layer` at construction."""
+
     def __init__(self, layer: nn.Module):
         attn, mlp = layer.self_attn, layer.mlp
         self.input_norm, self.post_norm = layer.input_layernorm, layer.post_attention_layernorm
@@ -71,38 +74,40 @@ class _FusedLayer:
         self.mlp_gated, self.act, self.down_proj = mlp.gate_proj is not None, mlp.act, mlp.down_proj
 
     def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, state: dict) -> torch.Tensor:
+        """x: `[B, 1, hidden]` (3-D, so that an exported graph has MatMuls, which ONNX Runtime's quantizers
+        take, not Gemms); cos, sin: `[B, 1, 1, D]`; state: the layer's cache dict, whose tensors are replaced."""
         batch, heads, dim = x.shape[0], self.heads, self.head_dim
         h = self.input_norm(x)
-        projected = self.in_proj(h)  # [B, 3 * hidden (+ hidden for the output gate)]
-        qkv = projected[:, : 3 * self.hidden]
+        projected = self.in_proj(h)  # [B, 1, 3 * hidden (+ hidden for the output gate)]
+        qkv = projected[..., : 3 * self.hidden]
         if self.conv_weight is not None:  # the window: the cached last K - 1 inputs and this one
-            window = torch.cat([state["conv"], qkv.unsqueeze(-1).to(state["conv"].dtype)], dim=-1)  # [B, 3C, K]
+            conv = state["conv"]
+            window = torch.cat([conv, qkv.transpose(1, 2).to(conv.dtype)], dim=-1)  # [B, 3C, K]
             state["conv"] = window[..., 1:]
-            qkv = torch.linalg.vecdot(window, self.conv_weight.to(window.dtype)).to(x.dtype)
+            qkv = torch.linalg.vecdot(window, self.conv_weight.to(window.dtype)).to(x.dtype)  # [B, 3C]
         qkv = F.silu(qkv).view(batch, 3, heads, dim)  # [B, 3 * H * D] -> [B, 3, H, D]
         qk = F.normalize(qkv[:, :2].float(), dim=-1)  # [B, 2, H, D]: q and k, unit length
-        qk[:, 0].mul_(dim**-0.5)
         if self.use_rope:  # rotate-half RoPE for q and k at once: [B, 2, H, D] * [B, 1, 1, D]
             half = dim // 2
             qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), dim=-1) * sin
-        q, k, v = qk[:, 0], qk[:, 1], qkv[:, 2].float()  # [B, H, D] each
+        q, k, v = qk[:, 0] * dim**-0.5, qk[:, 1], qkv[:, 2].float()  # [B, H, D] each
 
-        gates = self.gate_proj(h).float()
-        beta = torch.sigmoid(gates[:, :heads])  # [B, H]
+        gates = self.gate_proj(h).float().view(batch, -1)  # [B, H] beta logits (+ [B, H] decay logits)
+        beta = torch.sigmoid(gates[:, :heads])
         s = state["state"]  # [B, H, D, D] fp32
         if self.neg_a is not None:
             s = s * torch.exp(self.neg_a * F.softplus(gates[:, heads:]))[..., None, None]
         stored = torch.matmul(k.unsqueeze(-2), s)  # S^T k: [B, H, 1, D]
-        written = (v.unsqueeze(-2) - stored).mul_(beta[..., None, None])
+        written = (v.unsqueeze(-2) - stored) * beta[..., None, None]
         s = torch.baddbmm(  # S + k (beta (v - S^T k))^T, as [B * H] outer products
             s.reshape(batch * heads, dim, dim), k.reshape(batch * heads, dim, 1), written.view(batch * heads, 1, dim)
         ).view(batch, heads, dim, dim)
         state["state"] = s
         out = torch.matmul(q.unsqueeze(-2), s).view(batch, heads, dim)  # [B, H, D]
 
-        out = self.out_norm(out.to(x.dtype)).view(batch, self.hidden)
+        out = self.out_norm(out.to(x.dtype)).view(batch, 1, self.hidden)
         if self.gated_output:
-            out = out * F.silu(projected[:, 3 * self.hidden :])
+            out = out * F.silu(projected[..., 3 * self.hidden :])
         x = x + self.o_proj(out)
         up = self.mlp_in(self.post_norm(x))
         if self.mlp_gated:
@@ -124,16 +129,16 @@ class FusedDeltaStep:
         base = model.model
         self.embed, self.norm, self.lm_head, self.rotary = base.embed_tokens, base.norm, model.lm_head, base.rotary_emb
         self.conditioning = base.conditioning
-        self.layers = [_FusedLayer(layer) for layer in base.layers]
+        self.layers = [FusedDeltaLayer(layer) for layer in base.layers]
         self.use_rope = config.use_rope
         self.key = weights_key(model)
 
     def __call__(self, tokens: torch.Tensor, cache) -> torch.Tensor:
         batch = tokens.shape[0]
-        x = self.embed(tokens)  # [B, hidden]
+        x = self.embed(tokens[:, None])  # [B, 1, hidden]
         condition = cache.condition if cache.condition is not None else self.conditioning.unknown(batch)
         if condition is not None:
-            x = x + condition[:, 0].to(x.dtype)
+            x = x + condition.to(x.dtype)
         cos = sin = None
         if self.use_rope:  # [B, 1, 1, D]: the next position of each row
             cos, sin = self.rotary(cache.seen_tokens[:, None])
@@ -142,7 +147,7 @@ class FusedDeltaStep:
             x = layer(x, cos, sin, state)
             cache.states[i] = state
         cache.seen_tokens = cache.seen_tokens + 1
-        return self.lm_head(self.norm(x)).float()
+        return self.lm_head(self.norm(x))[:, 0].float()
 
 
 def weights_key(model: nn.Module) -> tuple:
