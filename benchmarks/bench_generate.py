@@ -140,7 +140,8 @@ def job_memory(job: dict) -> dict:
 
 
 def job_agreement(job: dict) -> dict:
-    """Greedy tokens: the lean loop vs `model.generate` (200 tokens) and each quantized format vs fp32."""
+    """Greedy tokens: the lean loop vs `model.generate` and vs the general (unfused) forward (200 tokens), and each
+    quantized format vs fp32."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -158,6 +159,19 @@ def job_agreement(job: dict) -> dict:
             )
             same += int(generated[0, len(p) :].tolist() == tokens)
         out["lean_equals_generate"] = f"{same}/{len(prompts)}"
+    # both of those run the fused one-token step; the general forward (which runs under gradients) is the reference
+    same = 0
+    for p, tokens in zip(prompts, lean):
+        with torch.enable_grad():
+            seq = torch.tensor([p])
+            step_out = reference(seq, use_cache=True, logits_to_keep=1)
+            cache, general = step_out.cache, []
+            for _ in range(200):
+                general.append(int(step_out.logits[0, -1].argmax()))
+                step_out = reference(torch.tensor([[general[-1]]]), cache=cache, use_cache=True)
+        same += int(general == tokens)
+    out["fused_equals_general_forward"] = f"{same}/{len(prompts)}"
+    with torch.inference_mode():
         for name, folder in job["folders"].items():
             if name == "fp32":
                 continue
@@ -282,7 +296,8 @@ def main() -> None:
         "",
         "ms/step: time between consecutive new tokens (prefill excluded), after a warm-up call; tokens/s = batch / "
         "step time. `generate` = `model.generate(do_sample=False)`; `lean-torch` = `ringan.decoding.Decoder` with the "
-        "model's own one-token forward; `onnx` = the `ringan export onnx` graphs in ONNX Runtime (batch 1).",
+        "model's own one-token forward (both run the fused delta-rule step, `ringan/modeling/fused_step.py`); "
+        "`onnx` = the `ringan export onnx` graphs in ONNX Runtime (batch 1; the decode graph from the fused step).",
         "",
         speed_table,
         "",
