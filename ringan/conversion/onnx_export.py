@@ -39,6 +39,7 @@ from torch import nn
 from ..modeling import RinganForCausalLM
 from ..modeling.fused_step import FUSED_MIXERS, FusedDeltaLayer
 from ..modeling.mixer_delta import RinganDeltaNet
+from ..modeling.modules import RinganRMSNorm
 from ..modeling.ops_delta_rule import chunk_delta_rule, solve_unit_lower_blockwise
 from ..modeling.ops_linear_attention import chunk_linear_attention
 from ..modeling.quantization import QUANTIZED_MODULES, dequantize_model_
@@ -75,6 +76,29 @@ def _one_chunk_attention(model: RinganForCausalLM):
     finally:
         for attn in attentions:
             attn.__dict__.pop("_attend", None)
+
+
+def _rms_norm_for_onnx_runtime(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`RinganRMSNorm.forward` in the exact form ONNX Runtime fuses into one SimplifiedLayerNormalization node
+    (Pow, ReduceMean, Add, Sqrt, Div, Mul); torch's `rms_norm` exports as 7 nodes with a Reciprocal, which it
+    does not fuse."""
+    x = hidden_states.float()
+    out = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+    return (out * self.weight.float()).to(hidden_states.dtype)
+
+
+@contextlib.contextmanager
+def _fusable_norms(model: RinganForCausalLM):
+    """Temporarily give every RMSNorm of `model` the form ONNX Runtime fuses (instance attributes, removed on
+    exit)."""
+    norms = [m for m in model.modules() if isinstance(m, RinganRMSNorm)]
+    try:
+        for norm in norms:
+            norm.forward = types.MethodType(_rms_norm_for_onnx_runtime, norm)
+        yield
+    finally:
+        for norm in norms:
+            norm.__dict__.pop("forward", None)
 
 
 def state_names(config) -> list[str]:
@@ -335,10 +359,11 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: str | None
     config = model.config
     step = RinganOnnxStep(model).eval()
 
-    with _one_chunk_attention(model):
-        _export_graph(step, config, out_dir / "prefill.onnx", dynamic=True)
-    decode = RinganOnnxStep(model, fused=config.attention_type in FUSED_MIXERS).eval()
-    _export_graph(decode, config, out_dir / "decode.onnx", dynamic=False)
+    with _fusable_norms(model):
+        with _one_chunk_attention(model):
+            _export_graph(step, config, out_dir / "prefill.onnx", dynamic=True)
+        decode = RinganOnnxStep(model, fused=config.attention_type in FUSED_MIXERS).eval()
+        _export_graph(decode, config, out_dir / "decode.onnx", dynamic=False)
     graphs = ["prefill.onnx", "decode.onnx"]
     if config.conditioning != "none":
         _export_condition_graph(model, out_dir / "condition.onnx")
