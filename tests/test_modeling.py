@@ -308,7 +308,7 @@ def test_save_load_round_trip_and_auto_classes(tmp_path, attention_type):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"]["AutoModelForCausalLM"].endswith("RinganForCausalLM")
     shipped = ["modeling_ringan.py", "configuration_ringan.py", "modules.py", "mixer_linear.py", "mixer_delta.py"]
-    for name in shipped + ["ops_linear_attention.py", "ops_delta_rule.py", "quantization.py"]:
+    for name in shipped + ["ops_linear_attention.py", "ops_delta_rule.py", "quantization.py", "fused_step.py"]:
         assert (tmp_path / name).exists(), name
     assert AutoConfig.from_pretrained(tmp_path).topic_names == ["<unk>", "Sains"]
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
