@@ -240,7 +240,10 @@ def make_backend(model, model_dir: str | Path | None, runtime: str = "auto", thr
         bits = (model.config.quantization or {}).get("bits")
         step = TorchStep(model)
         how = "fused delta-rule step" if model.config.attention_type in FUSED_MIXERS else "the model's forward"
-        return step, f"torch ({how}, {f'int{bits}' if bits else 'fp32'} weights)"
+        hint = ""
+        if runtime == "auto" and model_dir is not None and onnx_available():
+            hint = "; --runtime onnx exports this model once and decodes faster at batch 1"
+        return step, f"torch ({how}, {f'int{bits}' if bits else 'fp32'} weights{hint})"
     from .conversion.onnx_export import META_FILE, export_onnx
 
     folder = onnx_cache_folder(model_dir, quantize)

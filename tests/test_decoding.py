@@ -136,6 +136,7 @@ def test_batch_replies_from_a_prompts_file(trained_run, tmp_path, capsys):
     model_dir = trained_run / "model"
     args = ["generate", "--model", str(model_dir), "--prompts", str(prompts), "--output", str(out), "--batch-size", "2"]
     assert main([*args, "--greedy", "--max-new-tokens", "12"]) == 0
+    assert "(runtime: torch (fused delta-rule step, fp32 weights" in capsys.readouterr().err  # says which path runs
     replies = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["speaker"] for r in replies] == ["Reza", "Dito", "A"]
     model, tok = load_model(model_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..data import Turn, clean_reply, render_dialogue
-from ..decoding import Decoder, TorchStep
+from ..decoding import Decoder, make_backend
 from ..errors import UserError
 from ..files import write_text_atomically
 from ..tokenization import end_of_turn_ids
@@ -80,8 +80,9 @@ def generate_batch(o, model, tok) -> list[dict]:
     from tqdm.auto import tqdm
 
     rows = read_prompts(o.prompts)
-    decoder = Decoder(TorchStep(model), stop_ids=end_of_turn_ids(tok), pad_token_id=tok.pad_token_id)
-    print(f"(runtime: torch, batches of {o.batch_size})", file=sys.stderr, flush=True)
+    backend, runtime = make_backend(model, None, "torch")  # batches: torch (the ONNX graphs take one row)
+    decoder = Decoder(backend, stop_ids=end_of_turn_ids(tok), pad_token_id=tok.pad_token_id)
+    print(f"(runtime: {runtime}, batches of {o.batch_size})", file=sys.stderr, flush=True)
     results = []
     with tqdm(total=len(rows), desc="replies", unit="reply", file=sys.stderr) as bar:
         for start in range(0, len(rows), o.batch_size):
