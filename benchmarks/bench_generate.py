@@ -179,6 +179,13 @@ def job_agreement(job: dict) -> dict:
             got = Decoder(TorchStep(quantized), stop_ids=[]).generate(prompts, 200, Sampling(greedy=True))
             agree = sum(a == b for x, y in zip(lean, got) for a, b in zip(x, y))
             out[f"{name}_greedy_agreement"] = agree / sum(len(x) for x in lean)
+            # greedy runs part at their first different token; per position, on fp32's own continuation:
+            same = total = 0
+            for p, tokens in zip(prompts, lean):
+                logits = quantized(torch.tensor([p + tokens[:-1]])).logits[0, len(p) - 1 :]
+                same += int((logits.argmax(-1) == torch.tensor(tokens)).sum())
+                total += len(tokens)
+            out[f"{name}_next_token_agreement_on_fp32_text"] = same / total
     return out
 
 
