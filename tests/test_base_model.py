@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from ringan import RinganForCausalLM
+from ringan import RinganConfig, RinganForCausalLM
 from ringan.base_model import BASE_NAME, INFO_FILE, base_model_info, base_model_path, resolve_model_name
 from ringan.commands.common import load_model
 from ringan.data import load_default_corpus, split_entries
@@ -99,6 +99,8 @@ def test_training_starts_from_the_base_by_default_and_the_card_names_it(tmp_path
     base = json.loads((base_model_path() / "config.json").read_text())
     assert saved.get("quantization") is None and saved["attention_type"] == base["attention_type"]
     assert saved["vocab_size"] == base["vocab_size"]  # the base's tokenizer, not a new one
+    # the conditioning dropout is this run's (the default), not the 0.1 the base was pre-trained with
+    assert base["conditioning_dropout"] == 0.1 and saved["conditioning_dropout"] == RinganConfig.conditioning_dropout
 
 
 def test_a_text_generation_pipeline_carries_the_conditioning():

@@ -84,7 +84,7 @@ class TrainOptions(Options):
     )
     conditioning_dropout: float = option(
         RinganConfig.conditioning_dropout,
-        "share of training sequences that lose their topic (and, apart, their context)" + NEW,
+        "share of training sequences that lose their topic (and, apart, their context); also when fine-tuning",
         minimum=0,
         below=1,
     )

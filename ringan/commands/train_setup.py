@@ -74,6 +74,8 @@ def build_model(o, plan: RunPlan, tok, vocabs, train_entries):
     if init_folder(o.init_from):
         model, _ = load_model(init_folder(o.init_from), for_training=True)
         config = model.config
+        # a training setting, not an architecture one: fine-tuning uses this run's (the measured 0.3 by default)
+        config.conditioning_dropout = model.model.conditioning.dropout = o.conditioning_dropout
         warn = config.conditioning == "ids"  # a text-conditioned model reads any Topik/Konteks: ids are unused
         config.topic_names = extend_names(
             config.topic_names, [e.topic for e in train_entries], config.num_topics, "topics", warn
