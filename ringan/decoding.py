@@ -176,27 +176,27 @@ class Decoder:
         if sampling.repetition_penalty != 1.0:
             seen = torch.zeros(batch, logits.shape[-1], dtype=torch.bool)
             seen.scatter_(1, input_ids.clamp(max=logits.shape[-1] - 1), mask.bool())
-        rows = torch.arange(batch)
+        rows = list(range(batch))  # the original index of each row still running
         outputs: list[list[int]] = [[] for _ in prompts]
-        for step in range(max_new_tokens):
+        stop = set(self.stop_ids.tolist())
+        for step in range(max_new_tokens):  # per-step bookkeeping in plain Python: a torch op costs microseconds
             tokens = next_tokens(logits[:, :vocab], sampling, seen, generator)
-            for row, token in zip(rows.tolist(), tokens.tolist()):
+            new = tokens.tolist()
+            for row, token in zip(rows, new):
                 outputs[row].append(token)
             if on_step is not None:
-                on_step(rows.tolist(), tokens.tolist())
+                on_step(rows, new)
             if seen is not None:
                 seen[torch.arange(len(rows)), tokens] = True
-            running = (
-                ~torch.isin(tokens, self.stop_ids) if len(self.stop_ids) else torch.ones_like(tokens, dtype=torch.bool)
-            )
-            if step == max_new_tokens - 1 or not bool(running.any()):
+            keep = [i for i, token in enumerate(new) if token not in stop]
+            if step == max_new_tokens - 1 or not keep:
                 self.state = state
                 break
-            if not bool(running.all()):  # finished rows leave the batch
-                keep = running.nonzero()[:, 0]
-                rows, tokens = rows[keep], tokens[keep]
-                state = self.backend.keep_rows(state, keep)
-                seen = seen[keep] if seen is not None else None
+            if len(keep) < len(rows):  # finished rows leave the batch
+                index = torch.tensor(keep)
+                rows, tokens = [rows[i] for i in keep], tokens[index]
+                state = self.backend.keep_rows(state, index)
+                seen = seen[index] if seen is not None else None
             logits, state = self.backend.step(tokens, state)
         return outputs
 
