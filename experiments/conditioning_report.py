@@ -52,4 +52,53 @@ def report(out: Path) -> dict:
             cells.append(f"{on:.4f} / {off:.4f}")
         print(f"| {arm} | " + " | ".join(cells) + " |")
     write_json(out / "summary.json", summary)
+    plot = _plot(groups, distances, out)
+    if plot:
+        print(f"\n![conditioning]({plot.name})")
     return summary
+
+
+def _plot(groups: dict[str, list[dict]], distances: list[int], out: Path) -> Path | None:
+    """Left: XPersona turns on/off per arm, one dot a seed. Right: each arm's distance curve relative to `none`,
+    paired by seed (each seed's filler differs)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    arms = sorted(groups)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, arm in enumerate(arms):
+        for key, shift, colour in (("xpersona_on", -0.12, "tab:blue"), ("xpersona_off", 0.12, "tab:orange")):
+            values = [r["heldout"][key] for r in groups[arm]]
+            left.scatter([i + shift] * len(values), values, color=colour, s=18, label=key if i == 0 else None)
+    left.set_xticks(range(len(arms)), arms, rotation=30, ha="right", fontsize=8)
+    left.set_ylabel("bits per byte, held-out speaker turns")
+    left.set_title("unseen Konteks (XPersona): conditioning on / off, per seed")
+    left.legend(fontsize=8)
+    none = {r["job"]["seed"]: r for r in groups.get("none", [])}
+    for arm in arms:
+        if arm == "none" or not none:
+            continue
+        rel = [
+            statistics.mean(
+                r["distance"][f"{d}_on"] / none[r["job"]["seed"]]["distance"][f"{d}_on"] - 1
+                for r in groups[arm]
+                if r["job"]["seed"] in none
+            )
+            for d in distances
+        ]
+        right.plot(range(len(distances)), [100 * x for x in rel], marker="o", label=arm)
+    right.axhline(0, color="grey", lw=0.8)
+    right.set_xticks(range(len(distances)), [str(d) for d in distances])
+    right.set_xlabel("tokens between the Konteks and the scored turns")
+    right.set_ylabel("% vs `none` (same seed), mean over seeds")
+    right.set_title("distance from the Konteks")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "conditioning.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
