@@ -1,8 +1,9 @@
 """A hand-fused one-token decode step for the delta-rule mixers (`delta`, `gated_delta`, the default).
 
 At batch 1 a Ringan step is ~5 MFLOP, so its time is set by how many operators run, not by arithmetic: the
-general forward runs ~880 ATen operators a token (reshapes, masks, per-projection matmuls, a mkldnn convolution
-for a 4-tap window). `FusedDeltaStep` computes the same step with about a tenth of them:
+general forward makes 880 ATen calls a token (nested calls counted: reshapes, masks, per-projection matmuls, a
+mkldnn convolution for a 4-tap window). `FusedDeltaStep` computes the same step with 662 and fewer, larger
+matmuls (on Ringan-base, side by side in one process: 1.6x faster in fp32, 2x in int8):
 
 - the q/k/v/output-gate projections of a layer are one matmul, beta and the decay one more, the MLP's gate and
   up one (weights concatenated once; int8 codes and their scales are concatenated as they are, so quantized

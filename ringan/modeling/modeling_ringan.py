@@ -653,7 +653,7 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
 
     def _fused_decode_step(self, input_ids: torch.Tensor, cache: RinganCache) -> torch.Tensor | None:
         """One token a row with a cache and no gradients (every `generate` step) for the delta-rule mixers:
-        `FusedDeltaStep`, the same math with a tenth of the operators. `None` where it does not apply."""
+        `FusedDeltaStep`, the same math with fewer operators and matmuls. `None` where it does not apply."""
         if (
             self.config.attention_type not in FUSED_MIXERS
             or self.training
