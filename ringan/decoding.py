@@ -136,7 +136,7 @@ class Decoder:
 
     def __init__(self, backend, stop_ids: Sequence[int] = (), pad_token_id: int = 0, vocab_size: int | None = None):
         self.backend = backend
-        self.stop_ids = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
+        self.stop_ids = frozenset(int(i) for i in stop_ids)
         self.pad_token_id = pad_token_id
         self.vocab_size = vocab_size
         self.state = None  # the state after the last call (batch 1: what a conversation continues from)
@@ -178,7 +178,6 @@ class Decoder:
             seen.scatter_(1, input_ids.clamp(max=logits.shape[-1] - 1), mask.bool())
         rows = list(range(batch))  # the original index of each row still running
         outputs: list[list[int]] = [[] for _ in prompts]
-        stop = set(self.stop_ids.tolist())
         for step in range(max_new_tokens):  # per-step bookkeeping in plain Python: a torch op costs microseconds
             tokens = next_tokens(logits[:, :vocab], sampling, seen, generator)
             new = tokens.tolist()
@@ -188,7 +187,7 @@ class Decoder:
                 on_step(rows, new)
             if seen is not None:
                 seen[torch.arange(len(rows)), tokens] = True
-            keep = [i for i, token in enumerate(new) if token not in stop]
+            keep = [i for i, token in enumerate(new) if token not in self.stop_ids]
             if step == max_new_tokens - 1 or not keep:
                 self.state = state
                 break

@@ -127,7 +127,7 @@ class RinganOnnxStep(nn.Module):
         super().__init__()
         self.lm = model
         self.names = state_names(model.config)
-        # the decode graph of a delta-rule model: the fused one-token layers (a third of the nodes)
+        # the decode graph of a delta-rule model: the fused one-token layers (212 nodes against 250 in fp32)
         self.fused = [FusedDeltaLayer(layer) for layer in model.model.layers] if fused else None
 
     def forward(self, input_ids, position, condition, state, normalizer=None, conv=None):

@@ -152,19 +152,12 @@ class FusedDeltaStep:
 
 
 def weights_key(model: nn.Module) -> tuple:
-    """Identifies the weights a fused step copies (each tensor's object, storage and in-place version), so a
+    """Identifies the decoder layers' current weights (each tensor's object, storage and in-place version), so a
     step built from other weights is rebuilt: after training, `load_state_dict`, `.to()`, quantization. The
-    modules it calls as they are (norms, o_proj, down_proj, embedding, head) need no key."""
-    key = []
-    for layer in model.model.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        copied = (attn.q_proj, attn.k_proj, attn.v_proj, attn.gate_proj, attn.beta_proj, attn.conv, mlp.gate_proj)
-        copied += (mlp.up_proj, getattr(attn, "decay_proj", None))
-        for module in copied:
-            if module is not None:
-                for t in (*module._parameters.values(), *module._buffers.values()):
-                    if t is not None:  # a bias-free Linear holds bias=None
-                        key.append((id(t), t.data_ptr(), t._version))
-        if hasattr(attn, "A_log"):
-            key.append((id(attn.A_log), attn.A_log.data_ptr(), attn.A_log._version))
-    return tuple(key)
+    embedding, final norm and head are called as they are and need no key."""
+    return tuple(
+        (id(t), t.data_ptr(), t._version)
+        for module in model.model.layers.modules()
+        for t in (*module._parameters.values(), *module._buffers.values())
+        if t is not None  # a bias-free Linear holds bias=None
+    )

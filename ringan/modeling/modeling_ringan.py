@@ -589,8 +589,7 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        conditioning = (topic_input_ids, topic_attention_mask, context_input_ids, context_attention_mask)
-        conditioning += (topic_ids, context_ids)
+        conditioning = (topic_input_ids, topic_attention_mask, context_input_ids, context_attention_mask, topic_ids)
         if (
             input_ids is not None
             and input_ids.dim() == 2
@@ -600,7 +599,7 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
             and not output_hidden_states
             and use_cache is not False
             and isinstance(logits_to_keep, int)
-            and all(x is None for x in (*conditioning, inputs_embeds))
+            and all(x is None for x in (*conditioning, context_ids, inputs_embeds))
             and not kwargs.keys() & {"past_key_values", "output_attentions"}
             and (attention_mask is None or bool(attention_mask[:, -1].all()))
         ):

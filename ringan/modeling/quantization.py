@@ -235,8 +235,8 @@ class QuantizedLinear(_QuantizedWeight):
         kernel = None if torch.is_grad_enabled() else self._kernel_inputs()
         if kernel is None:
             return F.linear(x, self.dequantize(x.dtype if x.is_floating_point() else None))
-        flat = x.reshape(-1, self.in_features)
-        flat = flat.to(torch.bfloat16).contiguous()  # bf16 activations: both kernels' fast path (fp32 takes a slow one)
+        # bf16 activations: both kernels' fast path (fp32 takes a slow one)
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
         if self.bits == 8:
             out = _INT8_MM(flat, kernel[0], kernel[1])
         else:
