@@ -186,6 +186,17 @@ def job_agreement(job: dict) -> dict:
                 same += int((logits.argmax(-1) == torch.tensor(tokens)).sum())
                 total += len(tokens)
             out[f"{name}_next_token_agreement_on_fp32_text"] = same / total
+    from ringan.conversion.onnx_export import OnnxRingan
+
+    for name, folder in job.get("onnx_folders", {}).items():  # the ONNX graphs, per position, on the same text
+        runner, same, total = OnnxRingan(folder, threads=1), 0, 0
+        for p, tokens in zip(prompts, lean):
+            logits, state = runner.feed(p, runner.initial_state())
+            for token in tokens:
+                same += int(int(logits.argmax()) == token)
+                logits, state = runner.feed([token], state)
+            total += len(tokens)
+        out[f"{name}_next_token_agreement_on_fp32_text"] = same / total
     return out
 
 
@@ -208,7 +219,7 @@ def prepare_formats(model_folder: str | None, work: Path) -> dict[str, str]:
     for bits in (8, 4):
         quantize_folder(fp32, work / f"int{bits}", bits=bits)
         folders[f"int{bits}"] = str(work / f"int{bits}")
-    for quant in (None, "int8"):
+    for quant in (None, "int8", "int4"):
         export_onnx(fp32, work / f"onnx-{quant or 'fp32'}", quant)
         folders[f"onnx-{quant or 'fp32'}"] = str(work / f"onnx-{quant or 'fp32'}")
     return folders
@@ -242,8 +253,8 @@ def main() -> None:
         for weights in ("fp32", "int8", "int4"):
             plan.append(("generate", weights, 1, ctx))
             plan.append(("lean-torch", weights, 1, ctx))
-        plan.append(("onnx", "fp32", 1, ctx))
-        plan.append(("onnx", "int8", 1, ctx))
+        for weights in ("fp32", "int8", "int4"):
+            plan.append(("onnx", weights, 1, ctx))
         for batch in (int(b) for b in args.batch.split(",")) if ctx <= 16384 else ():  # 128k x 32 rows: minutes
             for weights in ("fp32", "int8"):
                 plan.append(("lean-torch", weights, batch, ctx))
@@ -283,6 +294,7 @@ def main() -> None:
         {
             "kind": "agreement",
             "folders": {k: folders[k] for k in ("fp32", "int8", "int4")},
+            "onnx_folders": {k: folders[k] for k in ("onnx-fp32", "onnx-int8", "onnx-int4")},
             "prompts": 4 if args.quick else 10,
         },
         args.threads,

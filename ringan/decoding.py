@@ -24,6 +24,8 @@ import torch
 from .modeling.fused_step import FUSED_MIXERS
 
 RUNTIMES = ("auto", "torch", "onnx")
+# bumped whenever `export_onnx` writes different graphs, so an export cached by an older version is redone
+ONNX_EXPORT_REVISION = 2
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ def next_tokens(
         penalised = torch.where(logits > 0, logits / sampling.repetition_penalty, logits * sampling.repetition_penalty)
         logits = torch.where(seen, penalised, logits)
     if sampling.greedy:
+        if logits.device.type == "cpu":  # numpy's argmax: 0.6 µs at [1, 10000] against torch's 13 µs (1 thread)
+            return torch.from_numpy(logits.numpy().argmax(-1))
         return logits.argmax(-1)
     logits = logits / sampling.temperature
     if 0 < sampling.top_k < logits.shape[-1]:
@@ -209,7 +213,7 @@ def onnx_cache_folder(model_dir: str | Path, quantize: str | None) -> Path:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     root = Path(os.environ.get("RINGAN_CACHE", Path.home() / ".cache" / "ringan"))
-    return root / "onnx" / f"{digest.hexdigest()[:16]}-{quantize or 'fp32'}"
+    return root / "onnx" / f"{digest.hexdigest()[:16]}-{quantize or 'fp32'}-r{ONNX_EXPORT_REVISION}"
 
 
 def onnx_available() -> bool:
@@ -229,14 +233,14 @@ def make_backend(model, model_dir: str | Path | None, runtime: str = "auto", thr
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == "onnx" and not onnx_available():
         raise ImportError("the ONNX runtime needs onnxruntime and onnxscript: pip install 'ringan[export]'")
-    quantize = "int8" if (model.config.quantization or {}).get("bits") == 8 else None
+    bits = (model.config.quantization or {}).get("bits")
+    quantize = {8: "int8", 4: "int4"}.get(bits)  # the ONNX graphs keep the checkpoint's weight format
     cached = (
         model_dir is not None
         and onnx_available()
         and (onnx_cache_folder(model_dir, quantize) / "ringan_onnx.json").is_file()
     )
     if not (runtime == "onnx" or (runtime == "auto" and cached)):
-        bits = (model.config.quantization or {}).get("bits")
         step = TorchStep(model)
         how = "fused delta-rule step" if model.config.attention_type in FUSED_MIXERS else "the model's forward"
         hint = ""

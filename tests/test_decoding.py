@@ -155,3 +155,28 @@ def test_batch_replies_from_a_prompts_file(trained_run, tmp_path, capsys):
     bad.write_text('{"topic": "x", "turns": []}\n', encoding="utf-8")
     assert main(["generate", "--model", str(model_dir), "--prompts", str(bad)]) == 2
     assert f"{bad}:1: expected" in capsys.readouterr().err
+
+
+def test_the_runtime_choice_keeps_the_weight_format_and_says_which(tmp_path, monkeypatch):
+    """`--runtime onnx` exports a quantized checkpoint in its own format (int4 here) once, into the cache;
+    `auto` then takes that export; without one it says torch, and how to get the faster path."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from ringan import RinganForCausalLM
+    from ringan.conversion import quantize_folder
+    from ringan.decoding import OnnxStep, make_backend
+
+    monkeypatch.setenv("RINGAN_CACHE", str(tmp_path / "cache"))
+    tiny_model().save_pretrained(tmp_path / "fp32")
+    quantize_folder(tmp_path / "fp32", tmp_path / "int4", bits=4)
+    model = RinganForCausalLM.from_pretrained(tmp_path / "int4").eval()
+    backend, said = make_backend(model, tmp_path / "int4", "auto")
+    assert isinstance(backend, TorchStep) and said.startswith("torch (fused delta-rule step, int4 weights")
+    assert "--runtime onnx" in said
+    backend, said = make_backend(model, tmp_path / "int4", "onnx")
+    assert isinstance(backend, OnnxStep) and said.startswith("onnx (int4, ")
+    assert backend.runner.meta["quantize"] == "int4"
+    again, said_again = make_backend(model, tmp_path / "int4", "auto")  # the cached export, not a new one
+    assert isinstance(again, OnnxStep) and said_again == said
+    backend, said = make_backend(model, tmp_path / "int4", "torch")
+    assert isinstance(backend, TorchStep) and "--runtime onnx" not in said

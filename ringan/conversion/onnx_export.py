@@ -252,29 +252,36 @@ def _export_graph(step: RinganOnnxStep, config, path: Path, dynamic: bool) -> No
 
 
 def _quantize_graph(path: Path, quantize: str, block_size: int = 32) -> None:
-    """Quantize `path` in place with ONNX Runtime's tools."""
+    """Quantize `path` in place with ONNX Runtime's tools: every MatMul with a constant weight becomes
+    `MatMulNBits` (8 or 4 bits, symmetric, one scale per `block_size` inputs) with `accuracy_level=4`, so ORT
+    quantizes the activations to int8 and runs int8 dot products (VNNI/AMX where the CPU has them) instead of
+    dequantizing the weights to fp32; the embedding table becomes int8 (`quantize_dynamic`'s Gather) or 4-bit
+    (`GatherBlockQuantized`)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    bits = {"int8": 8, "int4": 4}[quantize]
     with tempfile.TemporaryDirectory() as tmp:
         float_path = Path(tmp) / path.name
         shutil.move(str(path), float_path)
-        if quantize == "int8":
-            # MatMul -> DynamicQuantizeLinear + MatMulInteger; Gather (embeddings) -> int8 table + dequantize
-            quantize_dynamic(float_path, path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"])
-        else:
-            import onnx
-            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-            quantizer = MatMulNBitsQuantizer(
-                onnx.load(str(float_path)),
-                bits=4,
-                block_size=block_size,
-                is_symmetric=True,
-                op_types_to_quantize=("MatMul", "Gather"),
-                quant_axes=(("MatMul", 0), ("Gather", 1)),
-            )
-            quantizer.process()
+        quantizer = MatMulNBitsQuantizer(
+            onnx.load(str(float_path)),
+            bits=bits,
+            block_size=block_size,
+            is_symmetric=True,
+            accuracy_level=4,
+            # ORT quantizes Gather (the embedding table) to 4 bits only; 8-bit tables are done below
+            op_types_to_quantize=("MatMul", "Gather") if bits == 4 else ("MatMul",),
+            quant_axes=(("MatMul", 0), ("Gather", 1)),
+        )
+        quantizer.process()
+        if bits == 4:
             quantizer.model.save_model_to_file(str(path), use_external_data_format=False)
+            return
+        matmuls_path = Path(tmp) / f"matmuls-{path.name}"
+        quantizer.model.save_model_to_file(str(matmuls_path), use_external_data_format=False)
+        quantize_dynamic(matmuls_path, path, weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"])
 
 
 def _share_weights(paths: list[Path], data_name: str = "weights.bin", min_bytes: int = 1024) -> None:
@@ -316,8 +323,8 @@ def _share_weights(paths: list[Path], data_name: str = "weights.bin", min_bytes:
         path.write_bytes(model.SerializeToString())
 
 
-def _int4_available() -> str | None:
-    """None if ORT's 4-bit weight quantizer is importable, else the reason."""
+def _nbits_available() -> str | None:
+    """None if ORT's N-bit weight quantizer is importable, else the reason."""
     try:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the installed onnxruntime
@@ -336,10 +343,9 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: str | None
         model_dir: a folder written by `save_pretrained` (float or `quantize_folder` output).
         out_dir: the output folder (created). Also receives `ringan_onnx.json` (what `onnx_generate` needs:
             layer/state shapes, prefill window, special token ids), `config.json` and the tokenizer files.
-        quantize: `None` (fp32), `"int8"` (`onnxruntime.quantization.quantize_dynamic`: int8 MatMul weights and
-            embedding tables) or `"int4"` (ORT's `MatMulNBitsQuantizer`: MatMulNBits + GatherBlockQuantized,
-            symmetric, block 32). If ORT lacks the 4-bit quantizer, the graphs stay fp32 and the report says so
-            under `"skipped"`.
+        quantize: `None` (fp32), `"int8"` or `"int4"`: ORT's `MatMulNBitsQuantizer` (MatMulNBits, symmetric,
+            block 32, int8 compute) and a quantized embedding table (`_quantize_graph`). If ORT lacks the
+            quantizer, the graphs stay fp32 and the report says so under `"skipped"`.
 
     Returns:
         `{"out_dir", "quantize" (what was applied), "skipped" (reason or None), "files": {name: bytes},
@@ -371,7 +377,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: str | None
 
     skipped = None
     applied = quantize
-    if quantize == "int4" and (skipped := _int4_available()):
+    if quantize and (skipped := _nbits_available()):
         applied = None
     if applied:
         for name in graphs:
