@@ -6,7 +6,8 @@ Runtime back ends), fp32 / int8 / int4 weights, batch 1 and batch 32, after cont
     python benchmarks/bench_generate.py --quick                           # a random default-size model, short
 
 Also: peak RSS after loading and after 1,000 generated tokens (above the `import torch` floor), greedy tokens of
-the lean loop against `model.generate` over 200 tokens, and int8/int4 greedy agreement with fp32.
+the lean loop against `model.generate` over 200 tokens, int8/int4 (torch and ONNX) agreement with fp32, and an
+ONNX Runtime profile of the int8 decode step.
 """
 
 from __future__ import annotations
@@ -200,6 +201,47 @@ def job_agreement(job: dict) -> dict:
     return out
 
 
+def job_onnx_profile(job: dict) -> dict:
+    """Where an ONNX decode step's time goes: ONNX Runtime's own profiler over `steps` steps of the decode graph
+    (its profile file goes to a temporary folder and is deleted), node time summed per operator type."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from ringan.conversion.onnx_export import OnnxRingan
+
+    folder = Path(job["onnx_folder"])
+    runner = OnnxRingan(folder, threads=job["threads"])
+    steps, warm = job["steps"], 50
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = job["threads"]
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "ort")
+        logits, state = runner.feed(C.random_ids(1, 64, seed=2)[0].tolist(), runner.initial_state())
+        session = ort.InferenceSession(str(folder / "decode.onnx"), options, providers=["CPUExecutionProvider"])
+        runner.decode_session = session  # one-token feeds now run the profiled session
+        for _ in range(warm + steps):
+            logits, state = runner.feed([int(logits.argmax())], state)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    runs = sorted(e["dur"] for e in events if e.get("name") == "model_run")[warm:]
+    per_op: dict[str, list[float]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op.setdefault(e["args"]["op_name"], []).append(e["dur"])
+    total_steps = warm + steps
+    nodes_us = sum(sum(v) for v in per_op.values()) / total_steps
+    rows = [
+        [
+            op,
+            round(len(v) / total_steps, 1),
+            round(sum(v) / total_steps, 1),
+            f"{100 * sum(v) / total_steps / nodes_us:.1f}%",
+        ]
+        for op, v in sorted(per_op.items(), key=lambda kv: -sum(kv[1]))
+    ]
+    return {"model_run_us_median": runs[len(runs) // 2], "node_us_per_step": nodes_us, "rows": rows}
+
+
 # ------------------------------------------------------------------------------------------ parent side
 
 
@@ -235,7 +277,10 @@ def main() -> None:
     p.add_argument("--skip-llama", action="store_true")
     args = p.parse_args()
     if args.worker:
-        return C.worker_main(args, {"speed": job_speed, "memory": job_memory, "agreement": job_agreement})
+        return C.worker_main(
+            args,
+            {"speed": job_speed, "memory": job_memory, "agreement": job_agreement, "onnx_profile": job_onnx_profile},
+        )
     C.apply_common_args(args)
     contexts = C.parse_sizes(args.contexts) or (QUICK_CONTEXTS if args.quick else DEFAULT_CONTEXTS)
     new_tokens = args.new_tokens or (32 if args.quick else 200)
@@ -299,6 +344,11 @@ def main() -> None:
         },
         args.threads,
     )
+    profile = C.run_job(
+        script,
+        {"kind": "onnx_profile", "onnx_folder": folders["onnx-int8"], "threads": args.threads, "steps": 300},
+        args.threads,
+    )
     total_s = time.perf_counter() - t_start
 
     speed_table = C.markdown_table(
@@ -324,6 +374,12 @@ def main() -> None:
         memory_table,
         "",
         "Greedy agreement: " + json.dumps(agreement),
+        "",
+        "Where an ONNX int8 decode step's time goes (ONNX Runtime's profiler, 300 steps after a 64-token prompt; the "
+        f"profiler's own overhead included: a profiled step took {profile.get('model_run_us_median', 0):.0f} µs, "
+        f"{profile.get('node_us_per_step', 0):.0f} µs of it inside operators):",
+        "",
+        C.markdown_table(["operator", "calls/step", "µs/step", "share of operator time"], profile.get("rows", [])),
         "",
     ]
     text = C.close_report(header, body, [], [], total_s)
