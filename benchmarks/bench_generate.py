@@ -204,7 +204,6 @@ def job_agreement(job: dict) -> dict:
 def job_onnx_profile(job: dict) -> dict:
     """Where an ONNX decode step's time goes: ONNX Runtime's own profiler over `steps` steps of the decode graph
     (its profile file goes to a temporary folder and is deleted), node time summed per operator type."""
-    import numpy as np
     import onnxruntime as ort
 
     from ringan.conversion.onnx_export import OnnxRingan
