@@ -196,6 +196,18 @@ def test_quantizing_a_quantized_folder_is_refused(tmp_path):
 # -------------------------------------------------------------------------------------------- ONNX
 
 
+def _external_blocks(path) -> set[tuple[str, str]]:
+    """(offset, length) of every initializer of an ONNX graph stored in its external data file."""
+    import onnx
+
+    blocks = set()
+    for tensor in onnx.load(str(path), load_external_data=False).graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entry = {e.key: e.value for e in tensor.external_data}
+            blocks.add((entry["offset"], entry["length"]))
+    return blocks
+
+
 @pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
 def test_onnx_greedy_generation_equals_pytorch(tmp_path, attention_type):
     pytest.importorskip("onnxruntime")
@@ -208,6 +220,9 @@ def test_onnx_greedy_generation_equals_pytorch(tmp_path, attention_type):
     report = export_onnx(tmp_path / "fp32", tmp_path / "onnx")
     assert {"prefill.onnx", "decode.onnx", "weights.bin"} <= set(report["files"])
     assert report["check"]["max_abs_logit_diff"] < 1e-4
+    # the decode graph (the fused step's concatenated weights for the delta-rule mixers) shares every weight
+    # byte with the prefill graph: nothing is stored twice
+    assert _external_blocks(tmp_path / "onnx" / "decode.onnx") <= _external_blocks(tmp_path / "onnx" / "prefill.onnx")
     runner = OnnxRingan(tmp_path / "onnx")
     # 70 tokens: the prompt crosses the 64-token prefill window; with and without the conversation's conditioning
     for prompt_len, with_conditioning in [(11, False), (70, True)]:
@@ -256,6 +271,7 @@ def test_quantized_onnx_graphs_keep_weights_quantized_and_track_pytorch(
             if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2 and min(t.dims) >= 16
         ]
         assert not floats, (name, floats)
+    assert _external_blocks(tmp_path / "onnx" / "decode.onnx") <= _external_blocks(tmp_path / "onnx" / "prefill.onnx")
 
     prompt = torch.randint(4, 99, (1, 80), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

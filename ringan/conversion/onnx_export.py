@@ -78,6 +78,42 @@ def _one_chunk_attention(model: RinganForCausalLM):
             attn.__dict__.pop("_attend", None)
 
 
+class _SlicedProjection:
+    """`forward` of one linear layer of a group that reads the same input: the group's concatenated weight (a
+    `fused_step._Projection`) runs once per input and each layer returns its slice."""
+
+    def __init__(self, projection, start: int, stop: int, shared: dict):
+        self.projection, self.start, self.stop, self.shared = projection, start, stop, shared
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shared.get("input") is not x:
+            self.shared.update(input=x, output=self.projection(x))
+        return self.shared["output"][..., self.start : self.stop]
+
+
+@contextlib.contextmanager
+def _shared_projections(model: RinganForCausalLM, fused: list[FusedDeltaLayer]):
+    """Temporarily make the linear layers of `model` that the fused decode step concatenates (q/k/v/gate, beta/
+    decay, the MLP's gate/up) compute through those concatenated weights, so that the prefill graph holds the same
+    weight tensors as the decode graph and `weights.bin` stores them once (not once per form: +2.5 MB in int8)."""
+    patched = []
+    try:
+        for step in fused:
+            for projection in (step.in_proj, step.gate_proj, step.mlp_in):
+                if projection.weight is None:  # only float weights concatenate (export dequantizes first)
+                    continue
+                shared, start = {}, 0
+                for module in projection.layers:
+                    stop = start + module.out_features
+                    module.forward = _SlicedProjection(projection, start, stop, shared)
+                    patched.append(module)
+                    start = stop
+        yield
+    finally:
+        for module in patched:
+            module.__dict__.pop("forward", None)
+
+
 def _rms_norm_for_onnx_runtime(self, hidden_states: torch.Tensor) -> torch.Tensor:
     """`RinganRMSNorm.forward` in the exact form ONNX Runtime fuses into one SimplifiedLayerNormalization node
     (Pow, ReduceMean, Add, Sqrt, Div, Mul); torch's `rms_norm` exports as 7 nodes with a Reciprocal, which it
@@ -366,9 +402,9 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: str | None
     step = RinganOnnxStep(model).eval()
 
     with _fusable_norms(model):
-        with _one_chunk_attention(model):
-            _export_graph(step, config, out_dir / "prefill.onnx", dynamic=True)
         decode = RinganOnnxStep(model, fused=config.attention_type in FUSED_MIXERS).eval()
+        with _one_chunk_attention(model), _shared_projections(model, decode.fused or []):
+            _export_graph(step, config, out_dir / "prefill.onnx", dynamic=True)
         _export_graph(decode, config, out_dir / "decode.onnx", dynamic=False)
     graphs = ["prefill.onnx", "decode.onnx"]
     if config.conditioning != "none":
