@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import tempfile
 import types
@@ -287,6 +288,25 @@ def _export_graph(step: RinganOnnxStep, config, path: Path, dynamic: bool) -> No
     program.save(str(path))
 
 
+@contextlib.contextmanager
+def _quiet_ort_quantizer():
+    """ONNX Runtime's N-bit quantizer configures the root logger when imported (INFO, with a handler) and logs a
+    line per node: keep the process's logging as it was, and only the quantizer's warnings."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    quantizer_logger = logging.getLogger("onnxruntime.quantization")
+    previous = quantizer_logger.level
+    try:
+        from onnxruntime.quantization import matmul_nbits_quantizer  # noqa: F401  (its import-time basicConfig)
+
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        quantizer_logger.setLevel(logging.WARNING)
+        yield
+    finally:
+        quantizer_logger.setLevel(previous)
+
+
 def _quantize_graph(path: Path, quantize: str, block_size: int = 32) -> None:
     """Quantize `path` in place with ONNX Runtime's tools: every MatMul with a constant weight becomes
     `MatMulNBits` (8 or 4 bits, symmetric, one scale per `block_size` inputs) with `accuracy_level=4`, so ORT
@@ -298,7 +318,7 @@ def _quantize_graph(path: Path, quantize: str, block_size: int = 32) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     bits = {"int8": 8, "int4": 4}[quantize]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_ort_quantizer():
         float_path = Path(tmp) / path.name
         shutil.move(str(path), float_path)
         quantizer = MatMulNBitsQuantizer(
