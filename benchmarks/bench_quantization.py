@@ -105,16 +105,25 @@ def load_examples(model, tok, data: str, max_length: int):
     return entries, examples, known
 
 
+def conditioning_inputs(conditioning: str, example: dict) -> dict:
+    """The example's topic/context in the form the model takes (`ids`, `text` or nothing), batch 1 tensors:
+    the package's own collator builds them."""
+    from ringan.training import DialogueCollator
+
+    batch = DialogueCollator(conditioning=conditioning)([example])
+    return {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
+
+
+def plain_conditioning(conditioning: dict) -> dict:
+    """Batch-1 conditioning tensors as `OnnxRingan` takes them: ids as ints, token lists (and masks) as lists."""
+    return {k: v[0].tolist() if v.dim() > 1 else int(v[0]) for k, v in conditioning.items()}
+
+
 def _log_probs(model, example):
     import torch
 
     ids = torch.tensor([example["input_ids"]])
-    out = model(
-        ids,
-        topic_ids=torch.tensor([example["topic_id"]]),
-        context_ids=torch.tensor([example["context_id"]]),
-        use_cache=False,
-    )
+    out = model(ids, **conditioning_inputs(model.config.conditioning, example), use_cache=False)
     return out.logits[0, :-1].float().log_softmax(-1)
 
 
@@ -150,9 +159,9 @@ def evaluate_pytorch(model, examples, batch_size, pad_token_id, reference):
     return result
 
 
-def evaluate_onnx(runner, examples, reference):
+def evaluate_onnx(runner, examples, reference, conditioning: str):
     """Exact NLL through ONNX Runtime: every window from a zero state, token by token through decode.onnx
-    (the next-token log-probs of every position), with the window's topic/context ids."""
+    (the next-token log-probs of every position), with the window's topic/context."""
     import numpy as np
     import torch
 
@@ -162,7 +171,7 @@ def evaluate_onnx(runner, examples, reference):
     kl_total = 0.0
     for i, example in enumerate(examples):
         ids = example["input_ids"]
-        runner.topic_id, runner.context_id = int(example["topic_id"]), int(example["context_id"])
+        runner.set_conditioning(**plain_conditioning(conditioning_inputs(conditioning, example)))
         state = runner.initial_state()
         rows = []
         for t in range(len(ids) - 1):
@@ -188,7 +197,7 @@ def evaluate_onnx(runner, examples, reference):
 
 
 def speed_prompt(examples, length: int, vocab: int):
-    """The first `length` tokens of the longest held-out window (and its topic/context ids)."""
+    """The first `length` tokens of the longest held-out window (and that window)."""
     import torch
 
     longest = max(examples, key=lambda x: len(x["input_ids"]))
@@ -196,10 +205,10 @@ def speed_prompt(examples, length: int, vocab: int):
     if len(ids) < length:  # a tiny held-out file: pad with seeded random ids
         g = torch.Generator().manual_seed(0)
         ids = ids + torch.randint(3, vocab, (length - len(ids),), generator=g).tolist()
-    return torch.tensor([ids]), int(longest["topic_id"]), int(longest["context_id"])
+    return torch.tensor([ids]), longest
 
 
-def make_runner(kind: str, obj, prompt, topic_id: int, context_id: int, new_tokens: int):
+def make_runner(kind: str, obj, prompt, conditioning: dict, new_tokens: int):
     """A no-argument callable that generates `new_tokens` greedy tokens after `prompt` and returns them."""
     import torch
 
@@ -217,18 +226,17 @@ def make_runner(kind: str, obj, prompt, topic_id: int, context_id: int, new_toke
             eos_token_id=cfg.eos_token_id,
             pad_token_id=cfg.pad_token_id,
         )
-        topics, contexts = torch.tensor([topic_id]), torch.tensor([context_id])
         mask = torch.ones_like(prompt)
 
         def run():
             with torch.no_grad():
-                out = obj.generate(prompt, attention_mask=mask, topic_ids=topics, context_ids=contexts)
+                out = obj.generate(prompt, attention_mask=mask, **conditioning)
             return out[0, prompt.shape[1] :].tolist()
 
         return run
 
     def run():
-        out = obj.generate(prompt[0], new_tokens, topic_id=topic_id, context_id=context_id, stop_at_eos=False)
+        out = obj.generate(prompt[0], new_tokens, stop_at_eos=False, **plain_conditioning(conditioning))
         return out[0, prompt.shape[1] :].tolist()
 
     return run
@@ -379,7 +387,7 @@ def main(argv=None) -> int:
             if kind == "pytorch":
                 result = evaluate_pytorch(obj, examples, args.batch_size, tok.pad_token_id, reference)
             else:
-                result = evaluate_onnx(obj, examples, reference)
+                result = evaluate_onnx(obj, examples, reference, cfg.conditioning)
             rows[label].update(result)
             log(
                 f"{label}: ppl {result['perplexity']:.3f}, bits/byte {result['bits_per_byte']:.4f} "
@@ -390,9 +398,10 @@ def main(argv=None) -> int:
             row["delta_pct"] = 100 * (row["perplexity"] / base - 1)
 
         # ---- greedy generation speed, interleaved rounds
-        prompt, topic_id, context_id = speed_prompt(examples, args.prompt_tokens, cfg.vocab_size)
+        prompt, window = speed_prompt(examples, args.prompt_tokens, cfg.vocab_size)
+        conditioning = conditioning_inputs(cfg.conditioning, window)
         runners = {
-            label: make_runner(kind, obj, prompt, topic_id, context_id, args.new_tokens)
+            label: make_runner(kind, obj, prompt, conditioning, args.new_tokens)
             for label, (kind, obj) in loaded.items()
         }
         log(f"speed: {args.rounds} rounds x {len(runners)} formats x {args.new_tokens} tokens")

@@ -256,12 +256,13 @@ def test_quantized_onnx_graphs_keep_weights_quantized_and_track_pytorch(
     report = export_onnx(tmp_path / "fp32", tmp_path / "onnx", quantize)
     assert report["quantize"] == quantize and report["skipped"] is None
     bits = {"int8": 8, "int4": 4}[quantize]
-    for name in ("prefill.onnx", "decode.onnx"):
+    for name in ("prefill.onnx", "decode.onnx", "condition.onnx"):
         graph = onnx.load(str(tmp_path / "onnx" / name)).graph
         nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
         attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nbits]
         # q/k/v/gate, beta/decay or the linear mixers' projections, output, MLP and the LM head: all quantized
-        assert len(nbits) >= 1 + 4 * model.config.num_hidden_layers, name
+        # (the condition graph: the Topik and Konteks projections)
+        assert len(nbits) >= (2 if name == "condition.onnx" else 1 + 4 * model.config.num_hidden_layers), name
         assert all(a["bits"] == bits and a["accuracy_level"] == 4 for a in attrs), attrs
         # no float weight matrix left (the embedding table included; the convolution's [channels, 4] taps are
         # not a matrix): the weights stay quantized in memory

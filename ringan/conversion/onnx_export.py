@@ -35,6 +35,7 @@ import types
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..modeling import RinganForCausalLM
@@ -241,6 +242,26 @@ def _example_inputs(config, seq_len: int) -> dict:
     return example
 
 
+def _linear_3d(self, x: torch.Tensor) -> torch.Tensor:
+    """`nn.Linear.forward` through a 3-D view: exported as MatMul (which ORT's weight quantizers take), not Gemm."""
+    return F.linear(x[None], self.weight, self.bias)[0]
+
+
+@contextlib.contextmanager
+def _matmul_linears(modules: list[nn.Module]):
+    """Temporarily route the linear layers among `modules` through `_linear_3d` (instance attributes, removed on
+    exit): the conditioning projections act on a pooled `[1, hidden]` vector, which would export as Gemm and stay
+    in float in a quantized export."""
+    linears = [m for m in modules if isinstance(m, nn.Linear)]
+    try:
+        for linear in linears:
+            linear.forward = types.MethodType(_linear_3d, linear)
+        yield
+    finally:
+        for linear in linears:
+            linear.__dict__.pop("forward", None)
+
+
 def _export_condition_graph(model: RinganForCausalLM, path: Path) -> None:
     names = CONDITION_INPUTS[model.config.conditioning]
     if model.config.conditioning == "ids":
@@ -249,7 +270,7 @@ def _export_condition_graph(model: RinganForCausalLM, path: Path) -> None:
     else:
         example = {name: torch.ones(1, 5, dtype=torch.long) for name in names}
         dynamic = {name: {1: torch.export.Dim(f"{name.split('_')[0]}_length", min=1, max=1 << 16)} for name in names}
-    with torch.no_grad():
+    with torch.no_grad(), _matmul_linears(list(model.model.conditioning.modules())):
         program = torch.onnx.export(
             {"ids": _IdsCondition, "text": _TextCondition}[model.config.conditioning](model).eval(),
             (),
