@@ -126,17 +126,20 @@ def _rms_norm_for_onnx_runtime(self, hidden_states: torch.Tensor) -> torch.Tenso
 
 
 @contextlib.contextmanager
-def _fusable_norms(model: RinganForCausalLM):
-    """Temporarily give every RMSNorm of `model` the form ONNX Runtime fuses (instance attributes, removed on
-    exit)."""
-    norms = [m for m in model.modules() if isinstance(m, RinganRMSNorm)]
+def _instance_forwards(modules: list[nn.Module], forward):
+    """Temporarily bind `forward` as each module's own `forward` (an instance attribute, removed on exit)."""
     try:
-        for norm in norms:
-            norm.forward = types.MethodType(_rms_norm_for_onnx_runtime, norm)
+        for module in modules:
+            module.forward = types.MethodType(forward, module)
         yield
     finally:
-        for norm in norms:
-            norm.__dict__.pop("forward", None)
+        for module in modules:
+            module.__dict__.pop("forward", None)
+
+
+def _fusable_norms(model: RinganForCausalLM):
+    """Temporarily give every RMSNorm of `model` the form ONNX Runtime fuses."""
+    return _instance_forwards([m for m in model.modules() if isinstance(m, RinganRMSNorm)], _rms_norm_for_onnx_runtime)
 
 
 def state_names(config) -> list[str]:
@@ -247,19 +250,10 @@ def _linear_3d(self, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x[None], self.weight, self.bias)[0]
 
 
-@contextlib.contextmanager
 def _matmul_linears(modules: list[nn.Module]):
-    """Temporarily route the linear layers among `modules` through `_linear_3d` (instance attributes, removed on
-    exit): the conditioning projections act on a pooled `[1, hidden]` vector, which would export as Gemm and stay
-    in float in a quantized export."""
-    linears = [m for m in modules if isinstance(m, nn.Linear)]
-    try:
-        for linear in linears:
-            linear.forward = types.MethodType(_linear_3d, linear)
-        yield
-    finally:
-        for linear in linears:
-            linear.__dict__.pop("forward", None)
+    """Temporarily route the linear layers among `modules` through `_linear_3d`: the conditioning projections act
+    on a pooled `[1, hidden]` vector, which would export as Gemm and stay in float in a quantized export."""
+    return _instance_forwards([m for m in modules if isinstance(m, nn.Linear)], _linear_3d)
 
 
 def _export_condition_graph(model: RinganForCausalLM, path: Path) -> None:
