@@ -91,7 +91,11 @@ class GenerateOptions(SamplingOptions):
     output: str | None = option(
         None, "with --prompts: the JSONL file the replies go to", default_text="standard output"
     )
-    batch_size: int = option(32, "with --prompts: conversations decoded at once", minimum=1)
+    batch_size: int = option(
+        32,
+        "with --prompts: conversations decoded at once (128: ~1.3x the tokens/s of 32 on two cores, 4x the memory)",
+        minimum=1,
+    )
 
 
 def generate(options: GenerateOptions | None = None, /, **overrides) -> list[Turn]:
