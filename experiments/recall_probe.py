@@ -6,7 +6,7 @@ Only the answers are scored. Every model (a Ringan mixer or Llama, all at width 
 vocabulary of 1,100 and the same FFN shape as the mixer experiment) trains from scratch on the same stream of
 random sequences with AdamW (the package's Trainer arguments), and is tested on 2,000 fresh sequences.
 
-    python experiments/recall_probe.py [--models llama gated_delta+conv+gate ...] [--steps 1500]
+    python experiments/recall_probe.py [--models llama gated_delta+conv+gate ...] [--steps 1500]  # other step counts are kept apart
 """
 
 from __future__ import annotations
@@ -112,9 +112,11 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("RINGAN_THREADS", "1")))
     saved = json.loads(OUT.read_text()) if OUT.exists() else {}
     for name in args.models:
-        key = f"{name}_s{args.seed}"
+        key = f"{name}_s{args.seed}" + (f"_{args.steps}steps" if args.steps != 1500 else "")
         if key not in saved:
-            saved[key] = run(name, args.steps, args.lr, args.seed)
+            result = run(name, args.steps, args.lr, args.seed)
+            # re-read before writing: another run of this script (another model) may have added its result
+            saved = {**(json.loads(OUT.read_text()) if OUT.exists() else {}), key: result}
             P.write_json(OUT, saved)
     print("| model | " + " | ".join(f"recall, {p} pairs" for p, _ in SETTINGS) + " |")
     print("| --- | " + " | ".join("---" for _ in SETTINGS) + " |")
