@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,32 +228,34 @@ def onnx_available() -> bool:
 
 
 def make_backend(model, model_dir: str | Path | None, runtime: str = "auto", threads: int | None = None):
-    """The decode back end for `runtime`. `auto`: ONNX Runtime when it is installed and this model's export is
-    already in the cache (`ringan generate --runtime onnx` makes it once), else torch. Returns `(backend,
-    description)`."""
+    """The decode back end for `runtime`. `auto`: ONNX Runtime (the fastest at batch 1) when it is installed and
+    the model has a folder, exporting the model once into the cache (≈ 10–20 s; later runs reuse it) and falling
+    back to torch if that export fails; else torch. Returns `(backend, description)`."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == "onnx" and not onnx_available():
         raise ImportError("the ONNX runtime needs onnxruntime and onnxscript: pip install 'ringan[export]'")
     bits = (model.config.quantization or {}).get("bits")
     quantize = {8: "int8", 4: "int4"}.get(bits)  # the ONNX graphs keep the checkpoint's weight format
-    cached = (
-        model_dir is not None
-        and onnx_available()
-        and (onnx_cache_folder(model_dir, quantize) / "ringan_onnx.json").is_file()
-    )
-    if not (runtime == "onnx" or (runtime == "auto" and cached)):
-        step = TorchStep(model)
-        how = "fused delta-rule step" if model.config.attention_type in FUSED_MIXERS else "the model's forward"
+    how = "fused delta-rule step" if model.config.attention_type in FUSED_MIXERS else "the model's forward"
+    torch_description = f"torch ({how}, {f'int{bits}' if bits else 'fp32'} weights"
+    if runtime == "torch" or (runtime == "auto" and (model_dir is None or not onnx_available())):
         hint = ""
-        if runtime == "auto" and model_dir is not None and onnx_available():
-            hint = "; --runtime onnx exports this model once and decodes faster at batch 1"
-        return step, f"torch ({how}, {f'int{bits}' if bits else 'fp32'} weights{hint})"
+        if runtime == "auto" and model_dir is not None:
+            hint = "; pip install 'ringan[export]' decodes faster through ONNX Runtime"
+        return TorchStep(model), f"{torch_description}{hint})"
     from .conversion.onnx_export import META_FILE, export_onnx
 
     folder = onnx_cache_folder(model_dir, quantize)
     if not (folder / META_FILE).is_file():
+        print(f"(exporting the model to ONNX once, into {folder}; later runs reuse it)", file=sys.stderr, flush=True)
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        export_onnx(model_dir, tmp, quantize)
+        try:
+            export_onnx(model_dir, tmp, quantize)
+        except Exception as err:  # auto: any failure of the export leaves the torch path, said plainly
+            shutil.rmtree(tmp, ignore_errors=True)
+            if runtime == "onnx":
+                raise
+            return TorchStep(model), f"{torch_description}; the ONNX export failed: {type(err).__name__}: {err})"
         os.replace(tmp, folder)
     return OnnxStep(folder, threads), f"onnx ({quantize or 'fp32'}, {folder})"

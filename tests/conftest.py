@@ -6,6 +6,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache(tmp_path_factory):
+    """`--runtime auto` exports models to ONNX into a cache: one for the session, never the user's."""
+    os.environ["RINGAN_CACHE"] = str(tmp_path_factory.mktemp("ringan-cache"))
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A tiny `ringan train` run on the shipped corpus (8 steps, checkpoints and evals every 4): read it, never

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import ATTENTION_TYPES, tiny_model
@@ -157,9 +159,9 @@ def test_batch_replies_from_a_prompts_file(trained_run, tmp_path, capsys):
     assert f"{bad}:1: expected" in capsys.readouterr().err
 
 
-def test_the_runtime_choice_keeps_the_weight_format_and_says_which(tmp_path, monkeypatch):
-    """`--runtime onnx` exports a quantized checkpoint in its own format (int4 here) once, into the cache;
-    `auto` then takes that export; without one it says torch, and how to get the faster path."""
+def test_the_runtime_choice_keeps_the_weight_format_and_says_which(tmp_path, monkeypatch, capsys):
+    """`auto` (with ONNX Runtime installed) and `onnx` export a quantized checkpoint in its own format (int4
+    here) once, into the cache, and reuse it; `torch` never exports; without a model folder `auto` is torch."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from ringan import RinganForCausalLM
@@ -170,13 +172,37 @@ def test_the_runtime_choice_keeps_the_weight_format_and_says_which(tmp_path, mon
     tiny_model().save_pretrained(tmp_path / "fp32")
     quantize_folder(tmp_path / "fp32", tmp_path / "int4", bits=4)
     model = RinganForCausalLM.from_pretrained(tmp_path / "int4").eval()
-    backend, said = make_backend(model, tmp_path / "int4", "auto")
+    backend, said = make_backend(model, tmp_path / "int4", "torch")
     assert isinstance(backend, TorchStep) and said.startswith("torch (fused delta-rule step, int4 weights")
-    assert "--runtime onnx" in said
-    backend, said = make_backend(model, tmp_path / "int4", "onnx")
+    assert not (tmp_path / "cache").exists()
+    backend, said = make_backend(model, tmp_path / "int4", "auto")
     assert isinstance(backend, OnnxStep) and said.startswith("onnx (int4, ")
     assert backend.runner.meta["quantize"] == "int4"
-    again, said_again = make_backend(model, tmp_path / "int4", "auto")  # the cached export, not a new one
+    assert "exporting the model to ONNX once" in capsys.readouterr().err
+    again, said_again = make_backend(model, tmp_path / "int4", "onnx")  # the cached export, not a new one
     assert isinstance(again, OnnxStep) and said_again == said
-    backend, said = make_backend(model, tmp_path / "int4", "torch")
-    assert isinstance(backend, TorchStep) and "--runtime onnx" not in said
+    assert "exporting" not in capsys.readouterr().err
+    backend, said = make_backend(model, None, "auto")
+    assert isinstance(backend, TorchStep)
+
+
+def test_auto_falls_back_to_torch_when_the_export_fails(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import ringan.conversion.onnx_export as onnx_export
+    from ringan.decoding import make_backend
+
+    def broken_export(model_dir, out_dir, quantize=None):
+        Path(out_dir).mkdir(parents=True)
+        raise RuntimeError("no exporter here")
+
+    monkeypatch.setenv("RINGAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onnx_export, "export_onnx", broken_export)
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "fp32")
+    backend, said = make_backend(model, tmp_path / "fp32", "auto")
+    assert isinstance(backend, TorchStep)
+    assert "the ONNX export failed: RuntimeError: no exporter here" in said
+    assert not list((tmp_path / "cache").rglob("*.tmp*"))  # the half-written export is gone
+    with pytest.raises(RuntimeError, match="no exporter here"):  # asked for by name: the error itself
+        make_backend(model, tmp_path / "fp32", "onnx")

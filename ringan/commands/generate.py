@@ -38,8 +38,8 @@ class SamplingOptions(Options):
     seed: int = option(0, "random seed for sampling")
     runtime: str = option(
         "auto",
-        "decode loop: torch, onnx (ONNX Runtime; exported once into a cache) or auto (onnx when this model's "
-        "export is cached and onnxruntime is installed, else torch)",
+        "decode loop: torch, onnx (ONNX Runtime; exported once into a cache, ~/.cache/ringan or $RINGAN_CACHE) or "
+        "auto (onnx when onnxruntime is installed, else torch)",
         choices=RUNTIMES,
     )
     threads: int = threads_option()
