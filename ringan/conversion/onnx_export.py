@@ -32,6 +32,7 @@ import logging
 import shutil
 import tempfile
 import types
+import warnings
 from pathlib import Path
 
 import torch
@@ -304,6 +305,21 @@ def _export_graph(step: RinganOnnxStep, config, path: Path, dynamic: bool) -> No
 
 
 @contextlib.contextmanager
+def _quiet_exporter():
+    """torch's exporter warns about what does not apply here (torchvision ops it skips, its own deprecated pytree
+    calls, dynamic axis names it merges), a dozen lines per export: keep them off the user's terminal."""
+    exporter_logger = logging.getLogger("torch.onnx")
+    previous = exporter_logger.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exporter_logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            exporter_logger.setLevel(previous)
+
+
+@contextlib.contextmanager
 def _quiet_ort_quantizer():
     """ONNX Runtime's N-bit quantizer configures the root logger when imported (INFO, with a handler) and logs a
     line per node: keep the process's logging as it was, and only the quantizer's warnings."""
@@ -436,15 +452,16 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: str | None
     config = model.config
     step = RinganOnnxStep(model).eval()
 
-    with _fusable_norms(model):
-        decode = RinganOnnxStep(model, fused=config.attention_type in FUSED_MIXERS).eval()
-        with _one_chunk_attention(model), _shared_projections(model, decode.fused or []):
-            _export_graph(step, config, out_dir / "prefill.onnx", dynamic=True)
-        _export_graph(decode, config, out_dir / "decode.onnx", dynamic=False)
     graphs = ["prefill.onnx", "decode.onnx"]
-    if config.conditioning != "none":
-        _export_condition_graph(model, out_dir / "condition.onnx")
-        graphs.append("condition.onnx")
+    with _quiet_exporter():
+        with _fusable_norms(model):
+            decode = RinganOnnxStep(model, fused=config.attention_type in FUSED_MIXERS).eval()
+            with _one_chunk_attention(model), _shared_projections(model, decode.fused or []):
+                _export_graph(step, config, out_dir / "prefill.onnx", dynamic=True)
+            _export_graph(decode, config, out_dir / "decode.onnx", dynamic=False)
+        if config.conditioning != "none":
+            _export_condition_graph(model, out_dir / "condition.onnx")
+            graphs.append("condition.onnx")
 
     skipped = None
     applied = quantize
