@@ -114,11 +114,6 @@ def conditioning_inputs(conditioning: str, example: dict) -> dict:
     return {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
 
 
-def plain_conditioning(conditioning: dict) -> dict:
-    """Batch-1 conditioning tensors as `OnnxRingan` takes them: ids as ints, token lists (and masks) as lists."""
-    return {k: v[0].tolist() if v.dim() > 1 else int(v[0]) for k, v in conditioning.items()}
-
-
 def _log_probs(model, example):
     import torch
 
@@ -165,6 +160,7 @@ def evaluate_onnx(runner, examples, reference, conditioning: str):
     import numpy as np
     import torch
 
+    from ringan.decoding import plain_conditioning
     from ringan.training import nll_metrics
 
     total_nll, total_tokens, total_bytes = 0.0, 0, 0.0
@@ -234,6 +230,8 @@ def make_runner(kind: str, obj, prompt, conditioning: dict, new_tokens: int):
             return out[0, prompt.shape[1] :].tolist()
 
         return run
+
+    from ringan.decoding import plain_conditioning
 
     def run():
         out = obj.generate(prompt[0], new_tokens, stop_at_eos=False, **plain_conditioning(conditioning))

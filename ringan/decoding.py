@@ -99,6 +99,12 @@ class TorchStep:
         return cache
 
 
+def plain_conditioning(conditioning: dict) -> dict:
+    """Batch-1 conditioning tensors as `OnnxRingan.set_conditioning` takes them: ids as ints, token lists (and their
+    masks) as lists."""
+    return {k: v[0].tolist() if v.dim() > 1 else int(v[0]) for k, v in conditioning.items()}
+
+
 class OnnxStep:
     """The exported prefill/decode graphs in ONNX Runtime (batch 1)."""
 
@@ -116,9 +122,7 @@ class OnnxStep:
             raise ValueError("the ONNX runtime decodes one conversation at a time (batch 1)")
         if state is None or conditioning:
             # batch 1: ids as ints, token lists (and their masks) as lists
-            self.runner.set_conditioning(
-                **{k: v[0].tolist() if v.dim() > 1 else int(v[0]) for k, v in conditioning.items()}
-            )
+            self.runner.set_conditioning(**plain_conditioning(conditioning))
         ids = input_ids[0][attention_mask[0].bool()] if attention_mask is not None else input_ids[0]
         logits, state = self.runner.feed(ids.tolist(), self.runner.initial_state() if state is None else state)
         return torch.from_numpy(logits)[None], state
