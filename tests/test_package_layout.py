@@ -14,9 +14,16 @@ MAX_LINES = 400
 REPEAT_LINES = 11  # a block of more than 10 lines may stand in one place only
 
 
+# the shipped base's copies of ringan/modeling/ (the code `trust_remote_code` runs), never imported by the package;
+# tests/test_interop.py holds them equal to the package's files
+MODEL_FOLDER_CODE = PACKAGE / "base"
+
+
 def modules() -> dict[str, Path]:
     found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
+        if MODEL_FOLDER_CODE in path.parents:
+            continue
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
         found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found

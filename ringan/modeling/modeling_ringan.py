@@ -23,7 +23,7 @@ from .fused_step import FUSED_MIXERS, FusedDeltaStep, weights_key
 from .mixer_delta import RinganDeltaNet
 from .mixer_linear import RinganLinearAttention
 from .modules import RinganRMSNorm, RinganRotaryEmbedding, RinganShortConvolution
-from .quantization import QUANTIZED_MODULES, replace_with_quantized_
+from .quantization import QUANTIZED_MODULES, QuantizedEmbedding, dequantize_model_, replace_with_quantized_
 
 CONDITION_GAIN = 0.1  # text-conditioning vectors start at this share of the token embeddings' scale
 MIXERS = {
@@ -158,6 +158,39 @@ class RinganPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["RinganDecoderLayer"]
     _is_stateful = True
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """`PreTrainedModel.num_parameters`, counting the weights of int8/int4 modules too: they are buffers (codes
+        and scales), not parameters, but they are the model's weights. They are never trainable."""
+        total = super().num_parameters(only_trainable=only_trainable, exclude_embeddings=exclude_embeddings)
+        if only_trainable:
+            return total
+        return total + sum(
+            m._rows * m._cols
+            for m in self.modules()
+            if isinstance(m, QUANTIZED_MODULES) and not (exclude_embeddings and isinstance(m, QuantizedEmbedding))
+        )
+
+    @property
+    def is_quantized_ringan(self) -> bool:
+        """Whether the weights are stored in int8/int4 (`config.quantization`); such a model runs, but cannot train."""
+        return bool(self.config.quantization)
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> RinganPreTrainedModel:
+        """Turn the int8/int4 weights into float ones, in place (transformers' name for it): what training, PEFT or
+        TRL need from a quantized checkpoint such as Ringan-base. Returns the model."""
+        dequantize_model_(self)
+        if dtype is not None:
+            self.to(dtype)
+        return self
+
+    def _refuse_quantized_training(self) -> None:
+        if self.training and torch.is_grad_enabled() and self.is_quantized_ringan:
+            raise ValueError(
+                f"{type(self).__name__}: this model's weights are stored in int{self.config.quantization['bits']}, "
+                f"so training would update only its {super().num_parameters():,} norm and bias parameters; call "
+                "model.dequantize() first (then train, or add PEFT adapters)"
+            )
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -413,6 +446,7 @@ class RinganModel(RinganPreTrainedModel):
             Recurrent state from earlier calls; pass only tokens it has not seen. It also keeps the conditioning
             vector of its conversation, so later calls need not pass the topic and context again.
         """
+        self._refuse_quantized_training()
         if "past_key_values" in kwargs:
             past = kwargs.pop("past_key_values")
             if past is not None:
