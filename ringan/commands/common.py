@@ -169,11 +169,23 @@ def load_model(folder: str | Path, for_training: bool = False):
     return model, tokenizer
 
 
+# what `chat`/`generate` talk about when a text-conditioned model (Ringan-base) is given no --topic/--context
+DEFAULT_TOPIC = "Ngobrol Santai Sepulang Kerja"
+DEFAULT_CONTEXT = (
+    "Dua teman lama bertemu di warung kopi sepulang kerja dan ngobrol santai tentang kabar masing-masing, "
+    "pekerjaan yang melelahkan minggu ini, dan rencana akhir pekan."
+)
+
+
 def resolve_topic(config, topic: str | None) -> tuple[int, str]:
-    """`(id, name)` of a topic given by name or id; the model's first topic when `topic` is None."""
+    """`(id, name)` of a topic given by name or id; the model's first topic when `topic` is None (for a
+    text-conditioned model that knows none, `DEFAULT_TOPIC`)."""
     names = config.topic_names or [UNKNOWN]
     if topic is None:
         if len(names) < 2:
+            if getattr(config, "conditioning", "ids") == "text":
+                print(f"(no --topic: talking about {DEFAULT_TOPIC!r}; pass --topic and --context)", file=sys.stderr)
+                return 0, DEFAULT_TOPIC
             raise UserError("this model knows no topics: pass --topic")
         return 1, names[1]
     if topic.isdigit():
@@ -199,6 +211,8 @@ def resolve_context(model_dir: str | Path, config, topic: str, context: str | No
         mapping = read_json(mapping_file, TOPIC_CONTEXTS_FILE) if mapping_file.is_file() else {}
         if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
             raise UserError(f"{mapping_file}: expected a JSON object of topic -> Konteks text")
+        if topic == DEFAULT_TOPIC and topic not in mapping:
+            mapping[topic] = DEFAULT_CONTEXT
         if topic not in mapping or not mapping[topic].strip():
             known = "; ".join(sorted(t for t, text in mapping.items() if text.strip())) or "none"
             raise UserError(f"no Konteks is known for topic {topic!r}: pass --context (topics with a Konteks: {known})")
