@@ -486,10 +486,10 @@ def test_quickstart_trains_only_on_its_training_split(tmp_path, monkeypatch):
         raise _StopBeforeTraining
 
     monkeypatch.setattr(quickstart_module, "train", record)
-    monkeypatch.setattr(quickstart_module, "probe_step_seconds", lambda *args, **kwargs: 1.0)
     with pytest.raises(_StopBeforeTraining):
-        quickstart_module.quickstart(output=str(tmp_path / "qs"), minutes=0.5)
+        quickstart_module.quickstart(output=str(tmp_path / "qs"), threads=1)
     assert seen["validation_fraction"] == 0.0
+    assert seen["max_steps"] == quickstart_module.QUICKSTART_STEPS and seen["threads"] == 1  # same on every machine
     trained = [render_entry(e) for e in read_dialogues(seen["data"])]
     held_out = [render_entry(e) for e in read_dialogues(tmp_path / "qs" / quickstart_module.HELD_OUT)]
     corpus = [render_entry(e) for e in load_default_corpus()]

@@ -72,7 +72,7 @@ BAD_VALUES = [
     ("export", "format", "tflite", "one of onnx"),
     ("export", "quantize", "int2", "one of none, int8, int4"),
     ("convert", "source", "llama", "one of seed"),
-    ("quickstart", "minutes", "0", "a number > 0"),
+    ("quickstart", "threads", "-1", "an integer >= 0"),
 ]
 
 
