@@ -235,7 +235,7 @@ def make_runner(kind: str, obj, prompt, conditioning: dict, new_tokens: int):
 
     def run():
         out = obj.generate(prompt[0], new_tokens, stop_at_eos=False, **plain_conditioning(conditioning))
-        return out[0, prompt.shape[1] :].tolist()
+        return out[prompt.shape[1] :]
 
     return run
 

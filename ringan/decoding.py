@@ -27,7 +27,7 @@ from .modeling.fused_step import FUSED_MIXERS
 
 RUNTIMES = ("auto", "torch", "onnx")
 # bumped whenever `export_onnx` writes different graphs, so an export cached by an older version is redone
-ONNX_EXPORT_REVISION = 2
+ONNX_EXPORT_REVISION = 3
 
 
 @dataclass(frozen=True)

@@ -233,7 +233,7 @@ def test_onnx_greedy_generation_equals_pytorch(tmp_path, attention_type):
         # batch 1, as plain values: ids as ints, token lists (and their masks) as lists
         plain = {k: v[0].tolist() if v.dim() > 1 else int(v[0]) for k, v in cond.items()}
         got = onnx_generate(runner, prompt, 10, stop_at_eos=False, **plain)
-        assert got.tolist() == expected.tolist()
+        assert got == expected[0].tolist()
 
 
 @pytest.mark.parametrize(
@@ -359,3 +359,36 @@ def test_seed_checkpoint_converts_to_a_warm_start(tmp_path, capsys):
         and "norm3" in printed
         and "Fine-tune" in (tmp_path / "out" / "README.md").read_text()
     )
+
+
+def test_onnx_generate_stops_at_the_end_of_the_turn_and_speaks_text(tmp_path, capfd):
+    """Before: `onnx_generate` stopped only at `</s>`, ran past the end of the turn into a new speaker, and returned
+    an ndarray; the int8 export printed ONNX Runtime's pre-processing advice three times."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from transformers import GenerationConfig
+
+    from ringan.base_model import base_model_path
+    from ringan.conversion import export_onnx, onnx_generate
+    from ringan.conversion.onnx_export import OnnxRingan
+
+    model = tiny_model(ATTENTION_TYPES[0])
+    model.save_pretrained(tmp_path / "fp32")
+    export_onnx(tmp_path / "fp32", tmp_path / "free")
+    prompt = list(range(5, 16))
+    free = onnx_generate(OnnxRingan(tmp_path / "free"), prompt, 8, stop_at_eos=False)
+    stop = free[len(prompt) + 3]  # the 4th generated token plays the newline: a saved end-of-turn id
+    GenerationConfig(eos_token_id=[model.config.eos_token_id, stop]).save_pretrained(tmp_path / "fp32")
+    report = export_onnx(tmp_path / "fp32", tmp_path / "onnx", quantize="int8")
+    assert report["files"]
+    assert "pre-processing before quantization" not in "".join(capfd.readouterr())
+    stopped = onnx_generate(tmp_path / "onnx", prompt, 8)
+    assert isinstance(stopped, list) and stopped[-1] == stop and len(stopped) <= len(prompt) + 4
+    assert stop not in stopped[len(prompt) : -1]
+    # text in, the reply's text out, with the folder's tokenizer (the base's: a real one)
+    base_onnx = tmp_path / "base_onnx"
+    export_onnx(base_model_path(), base_onnx)
+    reply = onnx_generate(
+        base_onnx, "==== Topik: Kopi ====\n\nKonteks: Budi dan Sari ngobrol.\n\nBudi: Halo!\n\nSari:", 30
+    )
+    assert isinstance(reply, str) and reply and "\n" not in reply

@@ -319,6 +319,23 @@ def _quiet_exporter():
             exporter_logger.setLevel(previous)
 
 
+def _end_of_turn_ids(model_dir: Path, config) -> list[int]:
+    """The ids a reply stops at: the saved generation config's `eos_token_id` list (`</s>` and every newline
+    token: an utterance is one line), else the config's end-of-sequence id."""
+    path = model_dir / "generation_config.json"
+    eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id") if path.is_file() else None
+    eos = config.eos_token_id if eos is None else eos
+    return sorted({int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None})
+
+
+class _DropPreProcessAdvice(logging.Filter):
+    """ONNX Runtime's quantizers log "Please consider to run pre-processing before quantization" on the root
+    logger once per graph: advice for calibrated image models that says nothing to a user of this export."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 @contextlib.contextmanager
 def _quiet_ort_quantizer():
     """ONNX Runtime's N-bit quantizer configures the root logger when imported (INFO, with a handler) and logs a
@@ -333,8 +350,11 @@ def _quiet_ort_quantizer():
         root.handlers[:] = handlers
         root.setLevel(level)
         quantizer_logger.setLevel(logging.WARNING)
+        advice = _DropPreProcessAdvice()
+        root.addFilter(advice)
         yield
     finally:
+        root.removeFilter(advice)
         quantizer_logger.setLevel(previous)
 
 
@@ -490,6 +510,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, quantize: str | None
         "outputs": outputs,
         "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_id,
+        "end_of_turn_ids": _end_of_turn_ids(model_dir, config),
         "pad_token_id": config.pad_token_id,
     }
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=1))
@@ -540,7 +561,7 @@ class OnnxRingan:
     def __init__(self, out_dir: str | Path, threads: int | None = None):
         import onnxruntime as ort
 
-        out_dir = Path(out_dir)
+        self.out_dir = out_dir = Path(out_dir)
         self.meta = json.loads((out_dir / META_FILE).read_text())
         options = ort.SessionOptions()
         if threads:
@@ -608,53 +629,62 @@ class OnnxRingan:
             logits, state = self._run(self.prefill_session, ids[start : start + window], state)
         return logits, state
 
-    def generate(self, input_ids, max_new_tokens: int, stop_at_eos: bool = True, **conditioning):
-        """Greedy generation; returns a numpy int64 array `[1, prompt + new]` (prompt included), like
-        `model.generate(..., do_sample=False)`. `conditioning`: as `set_conditioning`."""
+    def generate(self, input_ids, max_new_tokens: int, stop_at_eos: bool = True, **conditioning) -> list[int]:
+        """Greedy generation; returns the prompt's ids followed by the generated ones (a list of ints), like a row
+        of `model.generate(..., do_sample=False)`. It stops at the end of the turn (`</s>` or a newline token, as
+        the saved generation config says) unless `stop_at_eos=False`. `conditioning`: as `set_conditioning`."""
         import numpy as np
 
         prompt = np.asarray(input_ids.tolist() if hasattr(input_ids, "tolist") else input_ids, dtype=np.int64)
-        prompt = prompt.reshape(-1)
-        if prompt.size == 0:
+        tokens = prompt.reshape(-1).tolist()
+        if not tokens:
             raise ValueError("the prompt is empty")
         self.set_conditioning(**conditioning)  # none given: no (or "unknown") topic and context
-        eos = self.meta.get("eos_token_id")
-        eos = set(eos if isinstance(eos, list) else [eos]) if stop_at_eos and eos is not None else set()
-        tokens = prompt.tolist()
+        stops = set(self.meta["end_of_turn_ids"]) if stop_at_eos else set()
         if max_new_tokens <= 0:
-            return np.asarray([tokens], dtype=np.int64)
+            return tokens
         logits, state = self.feed(tokens, self.initial_state())
         for i in range(max_new_tokens):
             nxt = int(logits.argmax())
             tokens.append(nxt)
-            if nxt in eos or i == max_new_tokens - 1:
+            if nxt in stops or i == max_new_tokens - 1:
                 break
             logits, state = self.feed([nxt], state)
-        return np.asarray([tokens], dtype=np.int64)
+        return tokens
 
 
 def onnx_generate(
     out_dir: str | Path | OnnxRingan,
-    input_ids,
+    prompt,
     max_new_tokens: int,
     stop_at_eos: bool = True,
     **conditioning,
-):
+) -> str | list[int]:
     """Greedy generation with ONNX Runtime from an `export_onnx` folder (or a ready `OnnxRingan`).
 
     Args:
         out_dir: the folder `export_onnx` wrote, or an `OnnxRingan` to reuse its sessions.
-        input_ids: the prompt: a list of ids, or an array/tensor of shape `[T]` or `[1, T]`.
+        prompt: text (tokenized with the folder's tokenizer), or ids: a list, or an array/tensor of shape `[T]`
+            or `[1, T]`.
         max_new_tokens: tokens to generate at most.
-        stop_at_eos: stop after the config's `eos_token_id` (as `generate` does by default).
+        stop_at_eos: stop at the end of the turn (`</s>` or a newline token), as `model.generate` does with the
+            saved generation config.
         conditioning: the model's conditioning inputs for batch 1, e.g. `topic_ids=2, context_ids=3`
-            (`conditioning="ids"`) or `context_input_ids=[...]` (`conditioning="text"`).
+            (`conditioning="ids"`) or `topic_input_ids=[...]`, `context_input_ids=[...]` (`conditioning="text"`).
 
     Returns:
-        numpy int64 `[1, T + new]`: the prompt followed by the generated tokens.
+        for a text prompt, the generated text (the reply, without the prompt); for ids, the prompt's ids followed
+        by the generated ones.
     """
     runner = out_dir if isinstance(out_dir, OnnxRingan) else OnnxRingan(out_dir)
-    return runner.generate(input_ids, max_new_tokens, stop_at_eos, **conditioning)
+    if not isinstance(prompt, str):
+        return runner.generate(prompt, max_new_tokens, stop_at_eos, **conditioning)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(runner.out_dir)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    tokens = runner.generate(ids, max_new_tokens, stop_at_eos, **conditioning)
+    return tokenizer.decode(tokens[len(ids) :], skip_special_tokens=True).strip()
 
 
 __all__ = ["OnnxRingan", "RinganOnnxStep", "export_onnx", "onnx_generate"]
