@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import ROOT, TINY, run_cli
+from cli_helpers import ROOT, TINY, one_line_error, run_cli
 
 from ringan.cli import main
 from ringan.commands import VERBS
@@ -242,9 +242,8 @@ def test_push_uploads_the_folder_with_card(trained, monkeypatch, capsys):
         calls["files"] = sorted(op.path_in_repo for op in operations)
         import yaml
 
-        calls["card"] = next(
-            Path(op.path_or_fileobj).read_text() for op in operations if op.path_in_repo == "README.md"
-        )
+        [card] = [op.path_or_fileobj for op in operations if op.path_in_repo == "README.md"]
+        calls["card"] = card.decode() if isinstance(card, bytes) else Path(card).read_text()
         calls["metadata"] = yaml.safe_load(calls["card"].split("---")[1])  # the card's metadata parses
         return None
 
@@ -263,7 +262,34 @@ def test_push_uploads_the_folder_with_card(trained, monkeypatch, capsys):
         assert name in calls["files"], name
     assert calls["metadata"]["library_name"] == "transformers" and calls["metadata"]["language"] == ["id"]
     assert "AutoModelForCausalLM.from_pretrained" in calls["card"] and "trust_remote_code=True" in calls["card"]
+    assert 'model_id = "someone/ringan-tiny"' in calls["card"]  # the snippet loads what was pushed
+    assert "base_model" not in calls["metadata"]  # only a real Hub id may stand there
     assert main(["push", "--model", str(trained / "model"), "--repo-id", "no-slash"]) == 2
+
+
+def test_push_dry_run_lists_files_and_card_and_uploads_nothing(trained, monkeypatch, capsys):
+    from huggingface_hub import HfApi
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a dry run reached the Hub")
+
+    monkeypatch.setattr(HfApi, "create_repo", no_network)
+    monkeypatch.setattr(HfApi, "create_commit", no_network)
+    assert main(["push", "--model", str(trained / "model"), "--repo-id", "someone/x", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for name in ("config.json", "model.safetensors", "modeling_ringan.py", "tokenizer.json", "README.md"):
+        assert f"  {name} " in out, name
+    assert 'model_id = "someone/x"' in out and "library_name: transformers" in out
+
+
+def test_push_network_error_is_one_line(trained, tmp_path):
+    result = run_cli(
+        ["push", "--model", str(trained / "model"), "--repo-id", "someone/x", "--token", "hf_fake"],
+        cwd=tmp_path,
+        env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0", "HF_HUB_ETAG_TIMEOUT": "2"},
+        timeout=120,
+    )
+    one_line_error(result.returncode, result.stderr, "push", "push to someone/x failed")
 
 
 def test_config_file_with_command_line_override(tmp_path):

@@ -37,6 +37,7 @@ class PushOptions(Options):
     private: bool = option(False, "create the repository as private")
     token: str | None = option(None, "a Hub token", default_text="the logged-in one")
     commit_message: str = option("Upload Ringan model", "the commit message")
+    dry_run: bool = option(False, "list the files and print the model card that would be uploaded; upload nothing")
 
 
 def push(options: PushOptions | None = None, /, **overrides) -> str:
@@ -58,15 +59,36 @@ def push(options: PushOptions | None = None, /, **overrides) -> str:
         for p in folder.rglob("*")
         if (p.is_file() or p.is_symlink()) and p not in files
     )
-    api = HfApi(token=o.token)
-    url = api.create_repo(o.repo_id, private=o.private, exist_ok=True, repo_type="model")
-    operations = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in files]
-    api.create_commit(repo_id=o.repo_id, repo_type="model", operations=operations, commit_message=o.commit_message)
+    card = card_for_repo((folder / "README.md").read_text(encoding="utf-8"), o.repo_id)
     if left_out:
         shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
-        print(f"push: left out {len(left_out)} files a model does not need ({shown})")
+        print(f"push: leaves out {len(left_out)} files a model does not need ({shown})")
+    if o.dry_run:
+        print(f"push --dry-run: would upload {len(files)} files of {folder} to {o.repo_id} (private: {o.private}):")
+        for path in files:
+            print(f"  {path.name:<32} {path.stat().st_size:>12,} bytes")
+        print("\n== README.md (the model card, as it would be uploaded) ==\n" + card)
+        return f"https://huggingface.co/{o.repo_id}"
+    operations = [
+        CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=card.encode() if p.name == "README.md" else str(p))
+        for p in files
+    ]
+    try:
+        api = HfApi(token=o.token)
+        url = api.create_repo(o.repo_id, private=o.private, exist_ok=True, repo_type="model")
+        api.create_commit(repo_id=o.repo_id, repo_type="model", operations=operations, commit_message=o.commit_message)
+    except Exception as err:  # network, authentication, the Hub's refusals: one line, never a traceback
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise UserError(f"push to {o.repo_id} failed: {type(err).__name__}: {first}") from None
     print(f"pushed {len(files)} files of {folder} to {url}")
     return str(url)
+
+
+def card_for_repo(card: str, repo_id: str) -> str:
+    """The model card as uploaded to `repo_id`: its usage snippet loads from the repository, not the local folder."""
+    import re
+
+    return re.sub(r'^model_id = ".*"$', f"model_id = {repo_id!r}".replace("'", '"'), card, flags=re.MULTILINE)
 
 
 def _inside(folder: Path, path: Path) -> Path:
@@ -113,17 +135,19 @@ def model_card(
     data: Sequence[str] | None,
     text: Sequence[str] | None,
     base_model: str | None = None,
+    model_id: str = ".",
+    base_hub_id: str | None = None,
 ) -> str:
-    """The `README.md` of a trained model: Hub metadata (with `base_model` when it was fine-tuned from one), size,
-    data, held-out metrics, usage and topics."""
+    """The `README.md` of a trained model: Hub metadata, size, data, held-out metrics, usage and topics.
+    `base_model` names what it was fine-tuned from; only a real Hub id (`base_hub_id`) goes into the metadata.
+    `model_id`: where the usage snippet loads it from (`ringan push` puts the repository there)."""
     stats = corpus_statistics(entries)
     topics = [n for n in (config.topic_names or [])[1:]]
     sources = ", ".join(str(p) for p in (data or ["the corpus shipped with ringan"]))
     metric_lines = (
-        f"| validation loss | {metrics['eval_loss']:.4f} |\n| perplexity | {metrics['eval_perplexity']:.2f} |\n"
-        f"| bits per byte | {metrics['eval_bits_per_byte']:.4f} |\n"
+        _metric_lines(metrics["eval_loss"], metrics["eval_perplexity"], metrics["eval_bits_per_byte"])
         if metrics
-        else "| (no validation split) | |\n"
+        else NO_VALIDATION_LINE
     )
     return textwrap.dedent(
         """\
@@ -161,8 +185,9 @@ def model_card(
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO", trust_remote_code=True)  # the config has auto_map
-        model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
+        model_id = "{model_id}"
+        tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)  # the config has auto_map
+        model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=True)
         messages = [{{"role": "system", "content": "Konteks ..."}}, {{"role": "user", "name": "Kiann", "content": "Halo!"}}]
         ids = tokenizer.apply_chat_template(messages, topic="{topic}", assistant_name="Caecillia",
                                             add_generation_prompt=True, return_tensors="pt", return_dict=True)
@@ -201,10 +226,25 @@ def model_card(
         topic=topics[0] if topics else "...",
         topic_list="\n".join(f"{i + 1}. {t}" for i, t in enumerate(topics)) or "(none)",
         license="cc-by-sa-4.0" if base_model else "apache-2.0",
-        base_meta=f"\nbase_model: {base_model}" if base_model else "",
+        base_meta=f"\nbase_model: {base_hub_id}" if base_hub_id else "",
+        model_id=model_id,
         started=f"{base_model} (fine-tuned)" if base_model else "random weights",
         **_conditioning_usage(config, topics[0] if topics else "..."),
     )
+
+
+NO_VALIDATION_LINE = "| (no validation split) | |\n"
+
+
+def _metric_lines(loss: float, perplexity: float, bits_per_byte: float) -> str:
+    return f"| loss | {loss:.4f} |\n| perplexity | {perplexity:.2f} |\n| bits per byte | {bits_per_byte:.4f} |\n"
+
+
+def card_with_held_out(card: str, overall: dict, entries: int) -> str:
+    """A card written without a validation split, given the figures of a separate held-out evaluation (what
+    `ringan eval` returns as `overall`), e.g. the quickstart's 5 held-out entries."""
+    lines = _metric_lines(overall["loss"], overall["perplexity"], overall["bits_per_byte"])
+    return card.replace(NO_VALIDATION_LINE, lines + f"| held-out entries | {entries} |\n")
 
 
 def _conditioning_usage(config, topic: str) -> dict:

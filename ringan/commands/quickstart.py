@@ -14,6 +14,7 @@ from ..options import Options, option
 from .common import set_threads, threads_option
 from .evaluate import evaluate
 from .generate import generate
+from .hub import card_with_held_out
 from .tokenizer import train_tokenizer
 from .train import train
 
@@ -104,6 +105,8 @@ def quickstart(options: QuickstartOptions | None = None, /, **overrides) -> dict
     model_dir = output / "model"
     print("\n== held-out evaluation ==")
     evaluation = evaluate(model=str(model_dir), data=[str(output / HELD_OUT)])
+    card = model_dir / "README.md"
+    card.write_text(card_with_held_out(card.read_text(encoding="utf-8"), evaluation["overall"], len(val_entries)))
 
     print("\n== a generated dialogue ==")
     trained = train_entries[0] if o.topic is None else next((e for e in train_entries if e.topic == o.topic), None)

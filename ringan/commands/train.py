@@ -291,8 +291,19 @@ def _run(o, args, output: Path, plan: RunPlan, tok, vocabs, splits, text_lines, 
             print(f"keep-best: the final model is the step-{trainer.best['step']} weights (lowest validation loss)")
 
     if main:
-        base = "ringan-base" if o.init_from == "base" else None
-        card = model_card(model.config, n_params, entries, train_entries, val_entries, metrics, o.data, o.text, base)
+        base = "Ringan-base (shipped with the ringan package)" if o.init_from == "base" else None
+        card = model_card(
+            model.config,
+            n_params,
+            entries,
+            train_entries,
+            val_entries,
+            metrics,
+            o.data,
+            o.text,
+            base,
+            model_id=str(output / "model"),
+        )
         save_final_model(trainer, tok, train_entries, card, output / "model")
         write_run(output, finished=True, global_step=trainer.state.global_step, metrics=metrics)
         if metrics:
