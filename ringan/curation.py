@@ -12,6 +12,7 @@ entries are added, and a test Topik is never seen in training.
 
     python -m ringan.curation check corpus/            # problems, one line each; exit 1 if any
     python -m ringan.curation report corpus/ --json r.json
+    python -m ringan.curation file drafts/ --into corpus/    # checked drafts -> corpus/{train,validation,test}/
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def words(text: str) -> list[str]:
 
 
 def normalised_topic(topic: str) -> str:
-    return " ".join(words(topic))
+    """The Topik as compared and hashed: lower case, punctuation dropped, numbers kept ("Hukum Newton 1" and
+    "Hukum Newton 2" are two Topik)."""
+    return " ".join(re.findall(r"\w+", topic.lower()))
 
 
 def split_of(topic: str) -> str:
@@ -196,6 +199,14 @@ def near_duplicates(
     return found
 
 
+def split_folder_problem(item: Located) -> str | None:
+    """An entry filed under a split folder (`train/`, `validation/`, `test/`) that its Topik does not belong to."""
+    folder = Path(item.source).parent.name
+    if folder in ("train", "validation", "test") and split_of(item.entry.topic) != folder:
+        return f"filed under {folder}/ but its Topik belongs to {split_of(item.entry.topic)}/ (the split is by Topik)"
+    return None
+
+
 def check_corpus(paths: Iterable[str | Path]) -> tuple[list[Located], list[Problem]]:
     """Read and check a corpus: its entries and every problem found (empty when it passes)."""
     try:
@@ -203,6 +214,7 @@ def check_corpus(paths: Iterable[str | Path]) -> tuple[list[Located], list[Probl
     except DialogueFormatError as err:
         return [], [Problem(err.source, err.line, err.message)]
     problems = [Problem(item.source, item.line, message) for item in located for message in entry_problems(item)]
+    problems += [Problem(item.source, item.line, m) for item in located if (m := split_folder_problem(item))]
     first_seen: dict[str, Located] = {}
     for item in located:
         key = normalised_topic(item.entry.topic)
@@ -273,12 +285,47 @@ def corpus_report(entries: Sequence[Entry], reference: Sequence[Entry] = (), top
     }
 
 
+def file_by_split(paths: Iterable[str | Path], root: str | Path) -> dict[str, int]:
+    """Move checked draft files into the corpus's split folders: each entry of `drafts/<slice>/<name>.txt` goes to
+    `root/<split of its Topik>/<name>.txt` (appended after what that file holds), and the draft is removed.
+    Returns how many entries went to each split. Refuses if the drafts do not pass `check_corpus`."""
+    from .data import read_dialogues, render
+
+    files = corpus_files(paths)
+    located, problems = check_corpus(files)
+    if problems:
+        raise ValueError(f"{len(problems)} problems in the drafts, first: {problems[0]}")
+    counts: Counter = Counter()
+    for file in files:
+        groups: dict[str, list[Entry]] = {}
+        for item in (x for x in located if x.source == str(file)):
+            groups.setdefault(split_of(item.entry.topic), []).append(item.entry)
+        for split, entries in groups.items():
+            target = Path(root) / split / file.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            before = read_dialogues(target) if target.exists() else []
+            target.write_text(render([*before, *entries]), encoding="utf-8")
+            counts[split] += len(entries)
+        file.unlink()
+    return dict(counts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ringan.curation", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["check", "report"])
+    parser.add_argument("action", choices=["check", "report", "file"])
     parser.add_argument("paths", nargs="+", help="dialogue files or folders (their .txt files, recursively)")
     parser.add_argument("--json", type=Path, help="report: also write the statistics to this JSON file")
+    parser.add_argument("--into", type=Path, help="file: the corpus root holding train/, validation/, test/")
     args = parser.parse_args(argv)
+    if args.action == "file":
+        if args.into is None:
+            parser.error("file: --into CORPUS_ROOT is required")
+        try:
+            print(file_by_split(args.paths, args.into))
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        return 0
     try:
         located, problems = check_corpus(args.paths)
     except (FileNotFoundError, OSError) as err:
