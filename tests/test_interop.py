@@ -220,3 +220,18 @@ def test_chat_and_generate_with_the_base_as_the_readme_writes_them(tmp_path):
     )
     assert generate.returncode == 0, generate.stderr[-2000:]
     assert "Budi: Mau ke mana kita?" in generate.stdout
+
+
+def test_train_picks_the_measured_fine_tuning_rate_from_a_model_and_its_own_for_a_new_one():
+    """Before: `ringan train --data my.txt` fine-tuned the base at a new model's 3e-3 (no better than no training)."""
+    from ringan.commands.train import (
+        FINE_TUNE_LEARNING_RATE,
+        NEW_MODEL_LEARNING_RATE,
+        TrainOptions,
+        learning_rate,
+    )
+
+    assert FINE_TUNE_LEARNING_RATE < NEW_MODEL_LEARNING_RATE
+    assert learning_rate(TrainOptions(init_from="base")) == FINE_TUNE_LEARNING_RATE
+    assert learning_rate(TrainOptions(init_from="none")) == NEW_MODEL_LEARNING_RATE
+    assert learning_rate(TrainOptions(init_from="base", learning_rate=5e-4)) == 5e-4

@@ -16,7 +16,7 @@ from .evaluate import evaluate
 from .generate import generate
 from .hub import card_with_held_out
 from .tokenizer import train_tokenizer
-from .train import train
+from .train import NEW_MODEL_LEARNING_RATE, train
 
 HELD_OUT = "held_out.txt"
 TRAIN_SPLIT = "train.txt"
@@ -26,7 +26,6 @@ BASE_LEARNING_RATE = (
 )
 # a fixed step count, not a time budget: the same command gives the same model on every machine
 QUICKSTART_STEPS = 100
-NEW_MODEL_LEARNING_RATE = 3e-3
 # Loads the saved model the way a user without the package would, and greedily writes the next speaker's turn
 # of a held-out dialogue's prompt (argv[2]): prints the reply as text.
 RELOAD_CHECK = """

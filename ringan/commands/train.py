@@ -30,6 +30,10 @@ from .hub import model_card
 from .train_setup import build_model, close_progress_bars, model_sizes, save_final_model, tokenizer_folder
 
 NEW = " (--init-from none only)"
+# a new model's rate (the mixer screen's choice), and fine-tuning's: the best of 1e-4..3e-3 for the README's
+# `ringan train --data my.txt` from Ringan-base on the bundled corpus (experiments/RESULTS.md, finetune_lr.py)
+NEW_MODEL_LEARNING_RATE = 3e-3
+FINE_TUNE_LEARNING_RATE = 1e-3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,7 +97,13 @@ class TrainOptions(Options):
     pack: bool = option(False, "pack several entries per sequence (per-token topic/context ids)")
     batch_size: int = option(8, "sequences per device per step", minimum=1)
     grad_accum: int = option(1, "gradient accumulation steps", minimum=1)
-    learning_rate: float = option(3e-3, "peak AdamW learning rate (cosine schedule)", above=0)
+    learning_rate: float | None = option(
+        None,
+        "peak AdamW learning rate (cosine schedule)",
+        above=0,
+        default_text=f"{FINE_TUNE_LEARNING_RATE:g} when fine-tuning (--init-from base or a folder), "
+        f"{NEW_MODEL_LEARNING_RATE:g} for a new model",
+    )
     epochs: float = option(10.0, "passes over the training data (ignored when max_steps > 0)", above=0)
     max_steps: int = option(-1, "total optimizer steps (-1: use epochs)")
     warmup_ratio: float = option(0.05, "share of steps for linear warm-up", minimum=0, maximum=1)
@@ -196,6 +206,13 @@ def _vocabularies(o: TrainOptions, train_entries) -> tuple[LabelVocab, LabelVoca
     return topics, contexts
 
 
+def learning_rate(o: TrainOptions) -> float:
+    """`--learning-rate`, or the default measured for what the run starts from (experiments/finetune_lr.py)."""
+    if o.learning_rate is not None:
+        return o.learning_rate
+    return FINE_TUNE_LEARNING_RATE if init_folder(o.init_from) else NEW_MODEL_LEARNING_RATE
+
+
 def _arguments(o: TrainOptions, output: Path, evaluate: bool):
     from ..training import training_arguments
 
@@ -203,7 +220,7 @@ def _arguments(o: TrainOptions, output: Path, evaluate: bool):
         output,
         batch_size=o.batch_size,
         grad_accum=o.grad_accum,
-        learning_rate=o.learning_rate,
+        learning_rate=learning_rate(o),
         weight_decay=o.weight_decay,
         epochs=o.epochs,
         max_steps=o.max_steps,
