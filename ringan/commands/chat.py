@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import torch
-
 from ..data import Turn, clean_reply, render_dialogue
 from ..errors import OptionError, UserError
 from ..files import readable_folder, writing
@@ -48,10 +46,12 @@ class ChatSession:
     ):
         self.model, self.tok, self.replier = model, tok, replier
         self.topic, self.topic_id, self.context, self.context_id = topic, topic_id, context, context_id
+        from ..tokenization import encode_text
+
         self.user, self.bot = user, bot
         self.turns: list[Turn] = []
         header = render_dialogue(topic, context).removesuffix(BLANK_LINE)
-        self.token_ids: list[int] = tok(header)["input_ids"]
+        self.token_ids: list[int] = encode_text(tok, header)["input_ids"]
         self.pending = BLANK_LINE  # whitespace that belongs before the next piece of text
         self.cache = None
 
@@ -66,9 +66,11 @@ class ChatSession:
 
     def reply(self, message: str, seed: int, stream: bool = True) -> str:
         """The bot's reply to `message`: only the tokens the state has not read go through the model."""
+        from ..tokenization import encode_text
+
         self.turns.append(Turn(self.user, " ".join(message.split())))
         piece = self.pending + render_dialogue(None, None, self.turns[-1:], self.bot)
-        self.token_ids += self.tok(piece, add_special_tokens=False)["input_ids"]
+        self.token_ids += encode_text(self.tok, piece, add_special_tokens=False)["input_ids"]
         conditioning = {}
         if self.cache is None:  # the conversation's topic/context vector goes into the state with its first tokens
             conditioning = conditioning_inputs(
@@ -88,6 +90,7 @@ class ChatSession:
         return reply
 
     def save(self, path: str | Path) -> None:
+        import torch
         from safetensors.torch import save_file
 
         if isinstance(self.cache, dict):
@@ -183,6 +186,8 @@ def _read_session(path: str | Path) -> tuple[dict, dict]:
 
 def _check_cache(cache, model, n_tokens: int) -> None:
     """The saved state has this model's shape and has not seen more tokens than the transcript holds."""
+    import torch
+
     config = model.config
     probe = torch.zeros(1, 1, dtype=torch.long)
     with torch.no_grad():

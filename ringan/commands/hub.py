@@ -165,7 +165,8 @@ def model_card(
         model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
         messages = [{{"role": "system", "content": "Konteks ..."}}, {{"role": "user", "name": "Kiann", "content": "Halo!"}}]
         ids = tokenizer.apply_chat_template(messages, topic="{topic}", assistant_name="Caecillia",
-                                            add_generation_prompt=True, return_tensors="pt", return_dict=True)
+                                            add_generation_prompt=True, return_tensors="pt", return_dict=True,
+                                            sanitize_control_tokens=True)  # "</s>" in a message stays text
         {conditioning_code}
         print(tokenizer.decode(out[0], skip_special_tokens=True))
         ```
@@ -211,8 +212,9 @@ def _conditioning_usage(config, topic: str) -> dict:
     """The card's lines on passing the topic and Konteks, for the model's form of conditioning."""
     if getattr(config, "conditioning", "ids") == "text":
         code = (
-            f'cond = {{"topic_input_ids": tokenizer("{topic}", add_special_tokens=False, return_tensors="pt").input_ids,\n'
-            '        "context_input_ids": tokenizer("Konteks ...", add_special_tokens=False, return_tensors="pt").input_ids}\n'
+            'text = dict(add_special_tokens=False, split_special_tokens=True, return_tensors="pt")  # text stays text\n'
+            f'cond = {{"topic_input_ids": tokenizer("{topic}", **text).input_ids,\n'
+            '        "context_input_ids": tokenizer("Konteks ...", **text).input_ids}\n'
             "out = model.generate(**ids, **cond, max_new_tokens=60)"
         )
         note = (
