@@ -75,6 +75,11 @@ def option_fields(cls: type) -> dict[str, tuple[dataclasses.Field, Kind, Check]]
     return {f.name: (f, _kind(hints[f.name]), f.metadata[_METADATA_KEY]) for f in ordered}
 
 
+def default_of(cls: type, name: str) -> Any:
+    """The default value of option `name` of `cls`."""
+    return option_fields(cls)[name][0].default
+
+
 # ------------------------------------------------------------------------------------------- conversion
 
 

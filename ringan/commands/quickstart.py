@@ -8,8 +8,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..data import corpus_statistics, load_default_corpus, render_entry, split_entries, write_dialogues
 from ..errors import UserError
 from ..fresh_process import run_python_without_ringan
@@ -166,6 +164,8 @@ def _clear(output: Path, overwrite: bool) -> None:
 def probe_step_seconds(vocab: int, batch_size: int, max_length: int, threads: int, base: Path | None = None) -> float:
     """Time a few training steps of the model the quickstart trains (the base's architecture, or a default-size
     new one), to size the run to a time budget."""
+    import torch
+
     import ringan
 
     from ..loading import read_model_config
