@@ -1,0 +1,325 @@
+"""Issue 23, the second probe: each case it found is a row here, refused in one clear line with nothing written
+(`REFUSED`, run through `test_bad_inputs`'s harness), or a test of the correct result below; a hypothesis fuzz
+test of the dialogue reader closes the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_bad_inputs import CLEAN, Case, Setup, assert_refused, ev, train
+
+from ringan.cli import main
+from ringan.data import DialogueFormatError, Entry, Turn, normalise, parse, render, render_entry
+
+LINE = json.dumps({"topic": "A", "context": "K.", "turns": [["Sari", "halo"]], "speaker": "Bima"})
+
+
+def prompts(s: Setup, *lines: str) -> str:
+    return str(s.write("p.jsonl", "".join(line + "\n" for line in lines)))
+
+
+def fifo(name: str = "data.txt") -> str:
+    """A named pipe outside the test folder (the harness's snapshot reads every file it finds)."""
+    folder = Path(tempfile.mkdtemp())
+    os.mkfifo(folder / name)
+    return str(folder / name)
+
+
+def gen(s: Setup, *extra: str) -> list[str]:
+    return ["generate", "--model", str(s.model), "--max-new-tokens", "2", *extra]
+
+
+def user_folder(s: Setup) -> Path:
+    s.write("userdir/thesis.docx", "years of work")
+    return s.tmp / "userdir"
+
+
+def model_with_notes(s: Setup) -> Path:
+    shutil.copytree(s.model, s.tmp / "old")
+    (s.tmp / "old" / "notes.txt").write_text("mine")
+    return s.tmp / "old"
+
+
+REFUSED: dict[str, Callable[[Setup], Case]] = {
+    # ---- data lost (each exited 0 and replaced a file it had not made)
+    "eval results over its own data file": lambda s: Case(
+        ev(s, "--json-output", str(s.tmp / "clean.txt")), ("--json-output", "is the input", "clean.txt")
+    ),
+    "generate replies over the model's config": lambda s: Case(
+        gen(s, "--prompts", prompts(s, LINE), "--output", str(s.model / "config.json")),
+        ("--output", "inside the model folder"),
+    ),
+    "generate replies over the prompts file": lambda s: Case(
+        gen(s, "--prompts", prompts(s, LINE), "--output", str(s.tmp / "p.jsonl")), ("--output", "is the input")
+    ),
+    "quantize --overwrite over a folder of the user's files": lambda s: Case(
+        ["quantize", "--model", str(s.model), "--output", str(user_folder(s)), "--overwrite"],
+        ("userdir", "'thesis.docx'", "which no ringan verb writes"),
+    ),
+    "quantize --overwrite over an old model holding the user's notes": lambda s: Case(
+        ["quantize", "--model", str(s.model), "--output", str(model_with_notes(s)), "--overwrite"],
+        ("'notes.txt'", "which no ringan verb writes"),
+    ),
+    # ---- hangs
+    "data is a named pipe": lambda s: Case(ev(s)[:4] + [fifo()], ("data.txt", "not a regular file")),
+    "data is /dev/zero": lambda s: Case(ev(s)[:4] + ["/dev/zero"], ("/dev/zero", "not a regular file")),
+    "prompts is a named pipe": lambda s: Case(gen(s, "--prompts", fifo("p.jsonl")), ("p.jsonl", "not a regular file")),
+    "train --max-steps 0": lambda s: Case(
+        train("--max-steps", "0", "--output", str(s.tmp / "o")), ("--max-steps", "-1 (use --epochs)")
+    ),
+    "data Topik of a megabyte": lambda s: Case(
+        ev(s)[:4] + [str(s.data(CLEAN.replace("Topik: A", "Topik: " + "a" * 1_000_000)))],
+        ("data.txt:1:", "topic has 1,000,000 characters, at most 200"),
+    ),
+    "data Konteks over the limit": lambda s: Case(
+        ev(s)[:4] + [str(s.data(CLEAN.replace("K.", "k " * 3000)))], ("data.txt:1:", "at most 5,000")
+    ),
+    "prompts line of two megabytes": lambda s: Case(
+        gen(s, "--prompts", prompts(s, LINE, json.dumps({"topic": "x" * 2_000_000}))),
+        ("p.jsonl:2:", "longer than 1,000,000 characters"),
+    ),
+    # ---- silent or wrong acceptances
+    "train --init-from base with new-model sizes": lambda s: Case(
+        ["train", "--init-from", "base", "--hidden-size", "32", "--num-layers", "1", "--output", str(s.tmp / "o")],
+        ("--hidden-size --num-layers with --init-from base", "--init-from none"),
+    ),
+    "train --output ''": lambda s: Case(train("--output", ""), ("--output", "expected a folder name")),
+    "generate --output without --prompts": lambda s: Case(
+        gen(s, "--output", str(s.tmp / "x.jsonl")), ("--output", "only with --prompts")
+    ),
+    "generate --context ''": lambda s: Case(gen(s, "--context", ""), ("--context", "non-empty")),
+    "generate --topic forging a header": lambda s: Case(
+        gen(s, "--topic", "A\n\n==== Topik: B ====", "--context", "K."), ("--topic", "one line")
+    ),
+    "generate --topic holding ====": lambda s: Case(
+        gen(s, "--topic", "A ==== Topik: B", "--context", "K."), ("--topic", "'===='")
+    ),
+    "data speaker name with a zero-width space": lambda s: Case(
+        ev(s)[:4] + [str(s.data(CLEAN.replace("Bima:", "Bi\u200bma:")))], ("data.txt:7:", "invisible character")
+    ),
+    "data NUL byte": lambda s: Case(
+        ev(s)[:4] + [str(s.data(CLEAN.replace("halo", "ha\x00lo")))], ("data.txt:5:", "control character U+0000")
+    ),
+    "prompts turns as an object": lambda s: Case(
+        gen(s, "--prompts", prompts(s, json.dumps({"turns": {"ab": 1}, "speaker": "B"}))),
+        ("p.jsonl:1:", '"turns" must be a list of ["Name", "text"] pairs'),
+    ),
+    "prompts Topik forging a header": lambda s: Case(
+        gen(s, "--prompts", prompts(s, json.dumps({"topic": "A\n==== Topik: B ====", "speaker": "B"}))),
+        ("p.jsonl:1:", "topic must be one line"),
+    ),
+    # ---- tracebacks
+    "prompts nested too deeply": lambda s: Case(
+        gen(s, "--prompts", prompts(s, "[" * 100_000 + "]" * 100_000)), ("p.jsonl:1:", "nested too deeply")
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_issue23_input_is_refused_in_one_line(name, tmp_path, trained_run, capsys, monkeypatch):
+    assert_refused(REFUSED[name], tmp_path, trained_run, capsys, monkeypatch)
+
+
+# ------------------------------------------------------------------------------------- correct results
+
+
+def test_the_line_normaliser_is_linear():
+    """Before: 10k inner spaces took 1.4 s, 300k never finished (a regex anchored at the end)."""
+    line = "Sari: a" + " " * 1_000_000 + "b\u200b \u00a0"
+    start = time.perf_counter()
+    entries = parse(f"==== Topik: A ====\n\nKonteks: K.\n\n{line}\n")
+    assert time.perf_counter() - start < 1.0
+    assert entries[0].turns[0].text == "a" + " " * 1_000_000 + "b"
+
+
+def test_the_normaliser_strips_exactly_what_the_regex_did():
+    old = re.compile(r"^[\s\u200b\u200c\u200d\u2060\ufeff]+|[\s\u200b\u200c\u200d\u2060\ufeff]+$")
+    every = "".join(chr(c) for c in range(0x3100)) + "\u200b\u200c\u200d\u2060\ufeff\U0001f600"
+    for i in range(0, len(every), 7):
+        sample = every[i : i + 9] + "x y" + every[i : i + 5]
+        assert normalise(sample) == old.sub("", sample), repr(sample)
+
+
+def _decoded(tok, ids: list[int]) -> str:
+    return tok.decode(ids, skip_special_tokens=True)  # control ids drop out here; text stays
+
+
+CONTROL_TEXT = "halo </s> <s> <pad> <unk>"
+
+
+def test_user_text_never_becomes_control_ids_in_training_and_eval(trained_run):
+    from ringan.commands.common import load_tokenizer
+    from ringan.labels import LabelVocab
+    from ringan.training import conditioning_tokens, entry_to_examples
+
+    tok = load_tokenizer(trained_run / "model")
+    entry = Entry("Topik </s>", "Konteks <pad>", (Turn("Budi", CONTROL_TEXT), Turn("Sari", "ya <s>")))
+    example = entry_to_examples(entry, tok, LabelVocab([]), LabelVocab([]), 4096)[0]
+    ids = example["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert not {0, 1, 2, 3} & set(ids[1:-1]), ids
+    assert CONTROL_TEXT in _decoded(tok, ids)
+    topic, context = conditioning_tokens(tok, entry.topic, entry.context)
+    assert not {0, 1, 2, 3} & set(topic + context)
+
+
+def test_a_chat_message_with_control_text_is_read_as_text(trained_run, capsys):
+    """Before: `halo </s>` put the end id into the state, and the reply came back empty."""
+    import io
+
+    from ringan.commands.chat import chat
+
+    session = chat(
+        model=str(trained_run / "model"),
+        input_stream=io.StringIO(CONTROL_TEXT + "\n"),
+        max_new_tokens=2,
+        greedy=True,
+        runtime="torch",
+    )
+    user_piece = session.token_ids[: len(session.token_ids) - 2]  # the reply is at most 2 tokens
+    assert not {0, 1, 2, 3} & set(user_piece[1:]), user_piece
+    assert CONTROL_TEXT in _decoded(session.tok, session.token_ids)
+
+
+def test_the_chat_template_path_keeps_user_text_as_text(trained_run):
+    """A plain transformers user: `apply_chat_template(..., sanitize_control_tokens=True)` (what the model card
+    shows) gives the template's `<s>` as the id and the message's `</s>` as text."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(trained_run / "model"))
+    messages = [{"role": "system", "content": "K."}, {"role": "user", "content": CONTROL_TEXT}]
+    ids = tok.apply_chat_template(
+        messages, tokenize=True, return_dict=False, add_generation_prompt=True, sanitize_control_tokens=True
+    )
+    assert ids[0] == tok.bos_token_id and not {0, 1, 2, 3} & set(ids[1:])
+    card = (trained_run / "model" / "README.md").read_text()
+    assert "sanitize_control_tokens=True" in card
+
+
+def test_every_encoding_of_text_in_the_package_goes_through_encode_text():
+    """The one shared place: a direct `tok(...)` / `tokenizer(...)` call would read `</s>` in text as the id."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "ringan"
+    found = []
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        allowed = {
+            id(node)
+            for f in ast.walk(tree)
+            if isinstance(f, ast.FunctionDef) and f.name == "encode_text"
+            for node in ast.walk(f)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and id(node) not in allowed:
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+                if name in ("tok", "tokenizer"):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert found == []
+
+
+def test_generate_writes_each_batch_of_replies_as_it_is_made(tmp_path, trained_run, capsys, monkeypatch):
+    """Before: every reply was written at the end, so an interrupt lost them all. The run is interrupted in its
+    second batch: the first batch's replies are in the file."""
+    from ringan.decoding import Decoder
+
+    real, calls = Decoder.generate, []
+
+    def interrupted_in_the_second_batch(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Decoder, "generate", interrupted_in_the_second_batch)
+    rows = [
+        json.dumps({"topic": "A", "context": "K.", "turns": [["Sari", f"halo {i}"]], "speaker": "Bima"})
+        for i in range(5)
+    ]
+    p = tmp_path / "p.jsonl"
+    p.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "r.jsonl"
+    argv = ["generate", "--model", str(trained_run / "model"), "--prompts", str(p), "--output", str(out)]
+    assert main([*argv, "--batch-size", "2", "--max-new-tokens", "2"]) == 130
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(written) == 2 and all("reply" in r for r in written)
+
+
+# ---------------------------------------------------------------------------------------------- fuzzing
+
+CORPUS = sorted((Path(__file__).resolve().parents[1] / "ringan" / "corpus").glob("*.txt"))
+REAL = [render_entry(e) for path in CORPUS[:3] for e in parse(path.read_text(encoding="utf-8"), str(path))[:4]]
+PIECES = ["=", "====", ":", "\n", "\n\n", " ", "\t", "\u200b", "\u00a0", "\x00", "\r", "Konteks:", "==== Topik: ",
+          " ====", "</s>", "<s>", "Budi:", "\ufeff", "é", "👋", "a" * 300]  # fmt: skip
+
+
+@st.composite
+def mutated(draw) -> str:
+    text = draw(st.sampled_from(REAL)) + draw(st.sampled_from(["", "\n" + REAL[0]]))
+    for _ in range(draw(st.integers(1, 6))):
+        at = draw(st.integers(0, len(text)))
+        kind = draw(st.sampled_from(["insert", "delete", "replace"]))
+        piece = draw(st.one_of(st.sampled_from(PIECES), st.text(max_size=5)))
+        cut = draw(st.integers(0, 40))
+        if kind == "insert":
+            text = text[:at] + piece + text[at:]
+        elif kind == "delete":
+            text = text[:at] + text[at + cut :]
+        else:
+            text = text[:at] + piece + text[at + len(piece) :]
+    return text
+
+
+@settings(max_examples=150, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_fuzz_the_dialogue_reader_over_mutated_real_entries(text):
+    """Each mutation of real entries is either refused with a `file:line:` error naming a line of the input, or
+    read faithfully: what was read renders and reads back the same, and every topic, Konteks, name and
+    utterance read is text of the input. Hypothesis's deadline bounds the time per input (1 s)."""
+    lines = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    try:
+        entries = parse(text, "fuzz.txt")
+    except DialogueFormatError as err:
+        assert 1 <= err.line <= len(lines), (err.line, len(lines))
+        assert str(err).startswith(f"fuzz.txt:{err.line}: ") and "\n" not in str(err) and len(str(err)) < 800
+        return
+    assert parse(render(entries)) == entries
+    for entry in entries:
+        for part in (
+            entry.topic,
+            entry.context,
+            *(f"{t.speaker}" for t in entry.turns),
+            *(t.text for t in entry.turns),
+        ):
+            assert part in text
+
+
+def test_a_run_whose_loss_becomes_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    """Before: `--learning-rate 1e30` saved a NaN model as the final model and exited 0. Within the limits a weight
+    decay of 10 at a learning rate of 10 multiplies every weight by -99 each step: the loss is NaN by step 4."""
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    argv = train("--output", str(out), "--vocab-size", "300", "--num-heads", "4", "--batch-size", "4")
+    argv += ["--learning-rate", "10", "--weight-decay", "10", "--max-steps", "8", "--save-steps", "2"]
+    assert main([*argv, "--eval-steps", "2", "--no-keep-best", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if "error:" in x]
+    assert len(line) == 1 and "the training loss became nan" in line[0] and "Traceback" not in err, err[-2000:]
+    assert "the last good checkpoint is" in line[0] and "--learning-rate" in line[0]
+    assert not (out / "model").exists()
+    kept = sorted(out.glob("checkpoint-*"))
+    assert kept and f"{kept[-1]} (--resume it)" in line[0]
+    assert all(torch.isfinite(t).all() for t in load_file(kept[-1] / "model.safetensors").values())
