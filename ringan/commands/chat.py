@@ -141,9 +141,16 @@ class ChatSession:
         except (KeyError, TypeError, ValueError) as err:
             raise UserError(f"{path}: not a ringan chat session file (bad or missing field: {_short(err)})") from None
         ids = session.token_ids
-        if tensors["token_ids"].dim() != 1 or any(not 0 <= i < model.config.vocab_size for i in ids):
+        if tensors["token_ids"].dim() != 1 or tensors["token_ids"].is_floating_point():
+            found = f"{tensors['token_ids'].dtype} of shape {tuple(tensors['token_ids'].shape)}"
+            raise UserError(f"{path}: field token_ids: expected a list of integer token ids, got {found}")
+        if any(not 0 <= i < model.config.vocab_size for i in ids):
             raise UserError(
                 f"{path}: its token ids do not fit this model's vocabulary: it was saved with another model"
+            )
+        if session.pending not in (BLANK_LINE, "\n", ""):  # what a reply can leave of the blank line
+            raise UserError(
+                f"{path}: field pending: expected '\\n\\n', '\\n' or '', got {_short(repr(session.pending))}"
             )
         cache_tensors = {k[len("cache.") :]: v for k, v in tensors.items() if k.startswith("cache.")}
         if cache_tensors:
@@ -152,7 +159,8 @@ class ChatSession:
                 _check_cache(session.cache, model, len(ids))
             except (KeyError, ValueError, RuntimeError, IndexError) as err:
                 raise UserError(
-                    f"{path}: its saved state does not fit this model (saved with another model?): {_short(err)}"
+                    f"{path}: its saved state does not fit this model (saved with another model?) or its "
+                    f"transcript: field cache.{_short(err)}"
                 ) from None
         return session
 
@@ -193,12 +201,28 @@ def _check_cache(cache, model, n_tokens: int) -> None:
     with torch.no_grad():
         fresh = model(probe, use_cache=True).cache.state_dict()
     saved = cache.state_dict()
-    for key, value in fresh.items():
-        if key not in saved or tuple(saved[key].shape) != tuple(value.shape):
-            shape = tuple(saved[key].shape) if key in saved else "missing"
-            raise ValueError(f"{key}: {shape} vs {tuple(value.shape)} for {config.num_hidden_layers} layers")
-    if int(cache.seen_tokens[0]) > n_tokens:
-        raise ValueError(f"the state has seen {int(cache.seen_tokens[0])} tokens, the transcript holds {n_tokens}")
+    # the condition vector is there once a conversation began; the probe had none
+    dtype = next(v.dtype for v in fresh.values() if v.is_floating_point())
+    fresh.setdefault("condition", torch.zeros(1, 1, config.hidden_size, dtype=dtype))
+    for key, value in saved.items():
+        want = fresh.get(key)
+        if want is None or tuple(value.shape) != tuple(want.shape) or value.dtype != want.dtype:
+            found, expected = (
+                f"{tuple(value.shape)} {value.dtype}",
+                "nothing" if want is None else f"{tuple(want.shape)} {want.dtype}",
+            )
+            raise ValueError(f"{key}: {found}, expected {expected} for {config.num_hidden_layers} layers")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"{key}: holds NaN or infinite values")
+    missing = [key for key in fresh if key not in saved and key != "condition"]
+    if missing:
+        raise ValueError(f"{missing[0]}: missing")
+    # the state has read the whole transcript but the last token generated (the next reply feeds it)
+    seen = int(cache.seen_tokens[0])
+    if not n_tokens - 1 <= seen <= n_tokens:
+        raise ValueError(
+            f"seen_tokens: {seen}, expected {n_tokens - 1} or {n_tokens} (the transcript holds {n_tokens})"
+        )
 
 
 def chat(options: ChatOptions | None = None, /, *, input_stream: TextIO | None = None, **overrides) -> ChatSession:
