@@ -82,13 +82,24 @@ class RinganTrainer(Trainer):
         self._start_time = time.time()
         self._start_tokens = 0
         resume = kwargs.get("resume_from_checkpoint")
-        if resume:
-            state_file = Path(resume) / "trainer_state.json"
-            if state_file.exists():
-                self._start_tokens = json.loads(state_file.read_text()).get("num_input_tokens_seen", 0) or 0
-        return super().train(*args, **kwargs)
+        self._stepped = False
+        try:
+            if resume:
+                state = json.loads((Path(resume) / "trainer_state.json").read_text())
+                self._start_tokens = int(state.get("num_input_tokens_seen", 0) or 0)
+            return super().train(*args, **kwargs)
+        except (TypeError, KeyError, ValueError, AttributeError, IndexError) as err:
+            if not resume or self._stepped:
+                raise
+            # the checkpoint's files parse (`loading.check_checkpoint`) but hold values of the wrong kind
+            text = " ".join(str(err).split())[:200]
+            raise UserError(
+                f"{resume}: a damaged checkpoint: resuming from it failed before the first step ({type(err).__name__}: "
+                f"{text}); resume from another checkpoint, or start afresh with --overwrite"
+            ) from None
 
     def training_step(self, *args, **kwargs) -> torch.Tensor:
+        self._stepped = True
         loss = super().training_step(*args, **kwargs)
         if not torch.isfinite(loss.detach()).all():
             self.stop_non_finite(self.state.global_step + 1, f"the training loss became {loss.item()}")

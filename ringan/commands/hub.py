@@ -89,8 +89,18 @@ def files_to_push(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         names += sorted(set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values()))
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    modules = [ref.split("--")[-1].rsplit(".", 1)[0] for ref in (config.get("auto_map") or {}).values()]
+    auto_map = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("auto_map") or {}
+    # a value is "module.Class" or, in the standard form for tokenizers, a list of them (None for a missing one)
+    refs = [
+        r
+        for v in (auto_map.values() if isinstance(auto_map, dict) else [None])
+        for r in (v if isinstance(v, list) else [v])
+    ]
+    if not isinstance(auto_map, dict) or not all(r is None or isinstance(r, str) for r in refs):
+        raise UserError(
+            f"{folder / 'config.json'}: auto_map: expected a mapping of class -> 'module.Class' (or a list of them)"
+        )
+    modules = [ref.split("--")[-1].rsplit(".", 1)[0] for ref in refs if ref]
     code: list[str] = []
     while modules:
         module = modules.pop()
