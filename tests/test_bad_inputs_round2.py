@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_bad_inputs import CLEAN, Case, Setup, assert_refused, ev, train
+from test_bad_inputs import CLEAN, Case, Setup, assert_refused, ev, session_with, train
 
 from ringan.cli import main
 from ringan.data import DialogueFormatError, Entry, Turn, normalise, parse, render, render_entry
@@ -42,6 +43,22 @@ def gen(s: Setup, *extra: str) -> list[str]:
 def user_folder(s: Setup) -> Path:
     s.write("userdir/thesis.docx", "years of work")
     return s.tmp / "userdir"
+
+
+def weights_with(s: Setup, change: Callable) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(s.model / "model.safetensors")
+    tensors["lm_head.weight"] = change(tensors["lm_head.weight"])
+    save_file(tensors, s.model / "model.safetensors", metadata={"format": "pt"})
+
+
+def state(s: Setup, **tensors) -> str:
+    return str(session_with(s, tensors={k.replace("__", "."): v for k, v in tensors.items()}))
+
+
+def chat(s: Setup, session: str) -> list[str]:
+    return ["chat", "--model", str(s.model), "--session", session, "--runtime", "torch"]
 
 
 def model_with_notes(s: Setup) -> Path:
@@ -118,11 +135,92 @@ REFUSED: dict[str, Callable[[Setup], Case]] = {
         gen(s, "--prompts", prompts(s, json.dumps({"topic": "A\n==== Topik: B ====", "speaker": "B"}))),
         ("p.jsonl:1:", "topic must be one line"),
     ),
-    # ---- tracebacks
+    # ---- damaged model folders, accepted before
+    "config.json boolean as a string": lambda s: (
+        s.config(use_rope="yes"),
+        Case(ev(s), ("config.json", "use_rope must be true or false", "'yes'")),
+    )[1],
+    "weights of int64": lambda s: (
+        weights_with(s, lambda t: t.long()),
+        Case(ev(s), ("model.safetensors", "another kind of number", "lm_head.weight: I64")),
+    )[1],
+    "weights holding NaN": lambda s: (
+        weights_with(s, lambda t: t * float("nan")),
+        Case(ev(s), ("model.safetensors", "lm_head.weight holds NaN or infinite values")),
+    )[1],
+    # ---- session files, accepted before
+    "session token ids as floats": lambda s: Case(
+        chat(s, state(s, token_ids=torch.tensor([1.0, 5.0]))), ("made.safetensors", "field token_ids", "float32")
+    ),
+    "session seen_tokens -5": lambda s: Case(
+        chat(s, state(s, cache__seen_tokens=torch.tensor([-5]))), ("made.safetensors", "cache.seen_tokens: -5")
+    ),
+    "session seen_tokens 0": lambda s: Case(
+        chat(s, state(s, cache__seen_tokens=torch.tensor([0]))), ("made.safetensors", "cache.seen_tokens: 0")
+    ),
+    "session stray pending": lambda s: Case(
+        chat(s, str(session_field(s, pending="xyz"))), ("made.safetensors", "field pending", "'xyz'")
+    ),
+    "session int32 state": lambda s: Case(
+        chat(s, state(s, cache__layers__0__state=torch.zeros(1, 4, 8, 8, dtype=torch.int32))),
+        ("made.safetensors", "cache.layers.0.state", "torch.int32, expected (1, 4, 8, 8) torch.float32"),
+    ),
+    # ---- tracebacks and crashes before
+    "session condition of another width": lambda s: Case(
+        chat(s, state(s, cache__condition=torch.zeros(1, 1, 7))), ("made.safetensors", "cache.condition: (1, 1, 7)")
+    ),
+    "session NaN state": lambda s: Case(
+        chat(s, state(s, cache__layers__0__state=torch.full((1, 4, 8, 8), float("nan")))),
+        ("made.safetensors", "cache.layers.0.state: holds NaN"),
+    ),
+    "config.json rms_norm_eps -1": lambda s: (
+        s.config(rms_norm_eps=-1),
+        Case(ev(s), ("config.json", "rms_norm_eps must be a finite number > 0", "-1")),
+    )[1],
+    "config.json rope_theta 0": lambda s: (s.config(rope_theta=0), Case(ev(s), ("rope_theta must be a finite",)))[1],
+    "config.json rope_theta NaN": lambda s: (
+        s.config(rope_theta=float("nan")),
+        Case(ev(s), ("rope_theta must be a finite number > 0, got nan",)),
+    )[1],
+    "config.json rope_theta text": lambda s: (
+        s.config(rope_theta="abc"),
+        Case(ev(s), ("rope_theta must be a finite number > 0, got 'abc'",)),
+    )[1],
+    "config.json chunk_size 1e9": lambda s: (
+        s.config(chunk_size=10**9),
+        Case(ev(s), ("config.json", "chunk_size must be an integer >= 1 and <= 65,536")),
+    )[1],
+    "config.json nested too deeply": lambda s: (
+        s.write("model/config.json", "[" * 100_000 + "]" * 100_000),
+        Case(ev(s), ("config.json", "nested too deeply")),
+    )[1],
     "prompts nested too deeply": lambda s: Case(
         gen(s, "--prompts", prompts(s, "[" * 100_000 + "]" * 100_000)), ("p.jsonl:1:", "nested too deeply")
     ),
+    "options file nested too deeply": lambda s: Case(
+        ["eval", "--config", str(s.write("o.json", "[" * 100_000 + "]" * 100_000))], ("o.json", "nested too deeply")
+    ),
+    "YAML options with a key given twice": lambda s: Case(
+        ["eval", "--config", str(s.write("o.yaml", "batch_size: 2\nbatch_size: 3\n"))],
+        ("o.yaml", "'batch_size' is given twice (line 2)"),
+    ),
+    "YAML alias bomb": lambda s: Case(
+        ["eval", "--config", str(s.write("o.yaml", YAML_BOMB))], ("o.yaml", "aliases (*a) are not allowed")
+    ),
 }
+
+YAML_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
+)
+
+
+def session_field(s: Setup, **changes) -> Path:
+    from safetensors import safe_open
+
+    path = s.session()
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["ringan_chat"])
+    return session_with(s, {**meta, **changes})
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
@@ -323,3 +421,98 @@ def test_a_run_whose_loss_becomes_nan_stops_and_keeps_the_last_good_checkpoint(t
     kept = sorted(out.glob("checkpoint-*"))
     assert kept and f"{kept[-1]} (--resume it)" in line[0]
     assert all(torch.isfinite(t).all() for t in load_file(kept[-1] / "model.safetensors").values())
+
+
+def test_help_answers_without_importing_torch_or_transformers():
+    """Before: `ringan --help` took 5.6 s, every verb 5-8 s before doing anything (torch, transformers and ONNX
+    Runtime imported at start-up). The modules are counted, not timed: a busy machine cannot make it flaky."""
+    import subprocess
+    import sys
+
+    from cli_helpers import ROOT
+
+    from ringan.commands import VERBS
+
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from ringan.cli import main\n"
+        f"for argv in [['--help'], *[[v, '--help'] for v in {list(VERBS)!r}]]:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)\n"
+        "heavy = ('torch', 'transformers', 'tokenizers', 'onnxruntime', 'safetensors', 'datasets', 'numpy', 'yaml')\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ringan", "--help"], capture_output=True, env=env, timeout=60, check=True)
+    assert time.perf_counter() - start < 3.0  # ~0.3 s on a quiet machine; 5.6 s before
+
+
+def test_import_ringan_then_transformers_registers_the_auto_classes():
+    """The package loads its classes lazily, yet `import ringan` still makes `AutoConfig` know `ringan`."""
+    import subprocess
+    import sys
+
+    from cli_helpers import ROOT
+
+    script = (
+        "import sys, ringan\n"
+        "assert 'torch' not in sys.modules\n"
+        "from transformers import AutoConfig, AutoModelForCausalLM\n"
+        "config = AutoConfig.for_model('ringan', hidden_size=32, num_attention_heads=4)\n"
+        "print(type(config).__name__, AutoModelForCausalLM._model_mapping[type(config)].__name__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["RinganConfig", "RinganForCausalLM"]
+
+
+def test_push_takes_the_standard_list_form_of_auto_map(tmp_path, trained_run, monkeypatch, capsys):
+    """Before: `"AutoTokenizer": ["x.Tok", null]` in config.json ended in an AttributeError."""
+    from huggingface_hub import HfApi
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_run / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"]["AutoTokenizer"] = [None, "modeling_ringan.RinganForCausalLM"]
+    (model / "config.json").write_text(json.dumps(config))
+    pushed = {}
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: f"https://hf.co/{repo_id}")
+    monkeypatch.setattr(
+        HfApi,
+        "create_commit",
+        lambda self, repo_id, operations, **kw: pushed.update(files=[o.path_in_repo for o in operations]),
+    )
+    assert main(["push", "--model", str(model), "--repo-id", "me/tiny"]) == 0, capsys.readouterr().err[-2000:]
+    assert {"config.json", "modeling_ringan.py", "configuration_ringan.py"} <= set(pushed["files"])
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("trainer_state.json", "state"), ("rng_state.pth", {"python": 5, "numpy": "x", "cpu": 3})],
+)
+def test_resume_from_a_checkpoint_holding_values_of_the_wrong_kind_is_one_line(
+    name, content, tmp_path, trained_run, capsys
+):
+    """Before: a `trainer_state.json` or `rng_state.pth` that parses but holds the wrong kinds of values ended in a
+    TypeError from inside the Trainer."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "model").rename(tmp_path / "model")  # an unfinished run: resuming trains on
+    target = run / "checkpoint-8" / name
+    if name.endswith(".json"):
+        state = json.loads(target.read_text())
+        state.update({"log_history": 5, "best_metric": "x", "trial_params": 3, "stateful_callbacks": [1]})
+        target.write_text(json.dumps(state))
+    else:
+        torch.save(content, target)
+    args = train("--output", str(run), "--resume", "auto", "--vocab-size", "400", "--num-heads", "4")
+    code = main([*args, "--max-length", "96", "--batch-size", "4", "--max-steps", "12", "--threads", "1"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err[-3000:]
+    assert "checkpoint-8" in errors[0] and "damaged checkpoint" in errors[0], errors[0]
