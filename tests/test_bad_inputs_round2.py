@@ -516,3 +516,42 @@ def test_resume_from_a_checkpoint_holding_values_of_the_wrong_kind_is_one_line(
     errors = [line for line in err.splitlines() if "error:" in line]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err, err[-3000:]
     assert "checkpoint-8" in errors[0] and "damaged checkpoint" in errors[0], errors[0]
+
+
+def _tiny_model():
+    from ringan.modeling import RinganConfig, RinganForCausalLM
+
+    config = RinganConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_attention_heads=4)
+    return RinganForCausalLM(config).eval()
+
+
+API_MISUSE = {  # Python API calls that ended in low-level errors (or returned every position silently)
+    "logits_to_keep=-1": (lambda ids: {"input_ids": ids, "logits_to_keep": -1}, "logits_to_keep must be >= 0"),
+    "labels of another length": (
+        lambda ids: {"input_ids": ids, "labels": ids[:, :3]},
+        "labels must have the shape of the input ids (2, 6), got (2, 3)",
+    ),
+    "labels out of the vocabulary": (
+        lambda ids: {"input_ids": ids, "labels": ids + 1000},
+        "labels must be token ids in [0, 300) or -100",
+    ),
+    "inputs_embeds of another width": (
+        lambda ids: {"inputs_embeds": torch.zeros(1, 3, 7)},
+        "inputs_embeds must have hidden_size=32 features, got 7",
+    ),
+    "an empty batch": (lambda ids: {"input_ids": ids[:0]}, "the batch is empty"),
+}
+
+
+@pytest.mark.parametrize("name", list(API_MISUSE))
+def test_python_api_misuse_is_a_clear_value_error(name):
+    make, message = API_MISUSE[name]
+    ids = torch.randint(4, 300, (2, 6))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _tiny_model()(**make(ids))
+
+
+def test_labels_all_ignored_give_a_zero_loss_not_nan():
+    ids = torch.randint(4, 300, (2, 6))
+    loss = _tiny_model()(ids, labels=torch.full((2, 6), -100)).loss
+    assert loss.item() == 0.0 and loss.requires_grad
