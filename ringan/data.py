@@ -29,21 +29,34 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .files import regular_file
 from .labels import UNKNOWN, LabelVocab  # noqa: F401  (their old place: callers import them from here)
 
 HEADER_PREFIX = "===="
 _HEADER = re.compile(r"^====\s*Topik:(?P<topic>.*?)====$")
 _TURN = re.compile(r"^(?P<speaker>[^\s:][^:]{0,39}?)\s*:(?:\s(?P<text>.*))?$")
 RESERVED_SPEAKERS = ("Konteks", "Topik")
-# white space and invisible format characters removed from both ends of every line (and refused at the ends of
-# a topic, Konteks, name or utterance): zero-width space, zero-width non-joiner and joiner, word joiner, BOM
-_EDGES = re.compile(r"^[\s\u200b\u200c\u200d\u2060\ufeff]+|[\s\u200b\u200c\u200d\u2060\ufeff]+$")
+# invisible format characters: zero-width space, zero-width non-joiner and joiner, word joiner, BOM
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
+# every character `str.isspace()` (and the `\s` of `re`) calls white space, spelt out: `str.strip` with a fixed set
+# is linear, where a regex anchored at the end (`[\s...]+$`) is quadratic in a long run of inner spaces
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_EDGE_CHARS = WHITESPACE + INVISIBLE
+# control characters (NUL and the like) have no place in dialogue text; a tab is white space
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_QUOTE = 200
+# sizes that keep memory bounded: a Topik or Konteks becomes the model's conditioning input in one piece
+MAX_TOPIC = 200
+MAX_CONTEXT = 5000
+MAX_PROMPT_LINE = 1_000_000  # one conversation's line in a `generate --prompts` file
 
 
 def normalise(text: str) -> str:
-    """`text` without white space or invisible format characters at either end."""
-    return _EDGES.sub("", text)
+    """`text` without white space or invisible format characters at either end (linear in its length)."""
+    return text.strip(_EDGE_CHARS)
 
 
 def quote(text: str, limit: int = MAX_QUOTE) -> str:
@@ -59,7 +72,7 @@ class DialogueFormatError(ValueError):
         super().__init__(f"{source}:{line}: {message}")
 
 
-def _check_text(value: str, what: str) -> None:
+def _check_text(value: str, what: str, limit: int | None = None) -> None:
     if not isinstance(value, str) or not value or value != normalise(value):
         shown = quote(value) if isinstance(value, str) else repr(type(value).__name__)
         raise ValueError(
@@ -67,6 +80,28 @@ def _check_text(value: str, what: str) -> None:
         )
     if "\n" in value or "\r" in value:
         raise ValueError(f"{what} must be on one line, got {quote(value)}")
+    if control := _CONTROL.search(value):
+        raise ValueError(f"{what} holds the control character U+{ord(control.group()):04X}: {quote(value)}")
+    if limit is not None and len(value) > limit:
+        raise ValueError(f"{what} has {len(value):,} characters, at most {limit:,}: {quote(value)}")
+
+
+def _check_topic(topic: str) -> None:
+    if topic.endswith("=") or "====" in topic:
+        raise ValueError(f"topic must not contain '====' or end with '=': {quote(topic)}")
+
+
+def check_label(value: str, what: str) -> str:
+    """A Topik or Konteks given outside a data file (a flag, a prompts file), checked by the rules of the format
+    (one line, no control characters, at most `MAX_TOPIC`/`MAX_CONTEXT` characters, a Topik that cannot forge a
+    header) and returned with its white space folded. `what` is "topic" or "context"; raises `ValueError`."""
+    if not isinstance(value, str) or "\n" in value or "\r" in value:  # before folding: it would forge a line
+        raise ValueError(f"{what} must be one line of text, got {quote(value) if isinstance(value, str) else value!r}")
+    folded = normalise(" ".join(value.split()))
+    _check_text(folded, what, MAX_TOPIC if what == "topic" else MAX_CONTEXT)
+    if what == "topic":
+        _check_topic(folded)
+    return folded
 
 
 @dataclass(frozen=True)
@@ -77,6 +112,10 @@ class Turn:
     def __post_init__(self) -> None:
         _check_text(self.speaker, "speaker")
         _check_text(self.text, "utterance")
+        if any(c in INVISIBLE for c in self.speaker):  # it would print like another speaker's name
+            raise ValueError(
+                f"speaker name holds an invisible character (zero-width space, ...): {quote(self.speaker)}"
+            )
         if (
             ":" in self.speaker
             or len(self.speaker) > 40
@@ -96,10 +135,9 @@ class Entry:
     turns: tuple[Turn, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        _check_text(self.topic, "topic")
-        _check_text(self.context, "context")
-        if self.topic.endswith("=") or "====" in self.topic:
-            raise ValueError(f"topic must not contain '====' or end with '=': {quote(self.topic)}")
+        _check_text(self.topic, "topic", MAX_TOPIC)
+        _check_text(self.context, "context", MAX_CONTEXT)
+        _check_topic(self.topic)
         object.__setattr__(self, "turns", tuple(self.turns))
         if not self.turns:
             raise ValueError(f"entry {quote(self.topic)} has no turns")
@@ -150,6 +188,9 @@ def parse(text: str, source: str = "<string>") -> list[Entry]:
         if not line:
             previous = None
             continue
+        if control := _CONTROL.search(line):
+            where = f"U+{ord(control.group()):04X} at column {raw.index(control.group()) + 1}"
+            raise DialogueFormatError(source, number, f"control character {where}: dialogue text holds none")
         if line.startswith(HEADER_PREFIX):
             match = _HEADER.match(line)
             if match is None:
@@ -208,6 +249,8 @@ def read_dialogues(paths: str | Path | Iterable[str | Path]) -> list[Entry]:
         if path.is_dir() and not files:
             raise FileNotFoundError(f"{path}: folder has no .txt dialogue files")
         for file in files:
+            if file.exists():  # a FIFO or /dev/zero would block or fill memory
+                regular_file(file, "dialogue file")
             try:
                 data = file.read_bytes()
             except FileNotFoundError:

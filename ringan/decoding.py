@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
+from .defaults import RUNTIMES
 from .modeling.fused_step import FUSED_MIXERS
 
-RUNTIMES = ("auto", "torch", "onnx")
 # bumped whenever `export_onnx` writes different graphs, so an export cached by an older version is redone
 ONNX_EXPORT_REVISION = 3
 

@@ -188,22 +188,76 @@ def _holds_run(folder: Path) -> bool:
     return (folder / "run.json").is_file() or any(folder.glob("checkpoint-*")) or (folder / "model").is_dir()
 
 
-def check_output(output: str | Path, inputs: Sequence[str | Path], overwrite: bool, flag: str = "--output") -> Path:
-    """Refuse an output folder that is (or holds, or sits inside) one of `inputs`, that is a file, that holds a
-    training run, or that already holds something, unless `overwrite` (then it is replaced whole once the new one
-    is complete)."""
-    out = Path(output)
+# what a ringan verb writes into an output folder (a model, a tokenizer, ONNX graphs, their card and code): only a
+# folder holding nothing else is replaced by --overwrite, so a user's own files are never deleted with it
+_OUTPUT_FILES = re.compile(
+    r"^(.*\.(json|safetensors|py|onnx|jinja)|weights\.bin|README\.md|merges\.txt|\.complete|\.ringan\.lock)$"
+)
+
+
+def _refuse_inputs(flag: str, out: Path, inputs: Sequence[str | Path], noun: str) -> None:
     resolved = out.resolve()
     for source in inputs:
         src = Path(source).resolve()
         if resolved == src or src in resolved.parents or resolved in src.parents:
             where = "is" if resolved == src else ("is inside" if src in resolved.parents else "holds")
-            raise UserError(f"{flag} {out}: {where} the input {source}; write to another folder")
+            raise UserError(f"{flag} {out}: {where} the input {source}; write to another {noun}")
+
+
+def check_output(output: str | Path, inputs: Sequence[str | Path], overwrite: bool, flag: str = "--output") -> Path:
+    """Refuse an output folder that is (or holds, or sits inside) one of `inputs`, that is a file, that holds a
+    training run, or that already holds something, unless `overwrite` and what it holds is an earlier output of a
+    ringan verb (then it is replaced whole once the new one is complete)."""
+    if not str(output).strip():
+        raise UserError(f"{flag}: expected a folder name, got ''")
+    out = Path(output)
+    _refuse_inputs(flag, out, inputs, "folder")
     if out.exists() and not out.is_dir():
         raise UserError(f"{flag} {out}: exists and is not a folder")
     if out.is_dir() and _holds_run(out):  # never replaced, --overwrite or not
         raise UserError(f"{flag} {out}: holds a training run; write to another folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        what = "holds a model" if _holds_model(out) else "is not empty"
-        raise UserError(f"{flag} {out}: {what}; pass --overwrite to replace it, or choose another folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            what = "holds a model" if _holds_model(out) else "is not empty"
+            raise UserError(f"{flag} {out}: {what}; pass --overwrite to replace it, or choose another folder")
+        foreign = sorted(p.name for p in out.iterdir() if p.is_dir() or not _OUTPUT_FILES.match(p.name))
+        if foreign:
+            raise UserError(
+                f"{flag} {out}: holds {foreign[0]!r}, which no ringan verb writes; --overwrite replaces only an "
+                "earlier ringan output: move it away or choose another folder"
+            )
     return out
+
+
+def check_output_file(
+    output: str | Path, inputs: Sequence[str | Path], flag: str, protected: Sequence[str | Path] = ()
+) -> Path:
+    """A file a verb writes (results, replies), checked before any work: in an existing folder, not a folder,
+    not one of `inputs` (or inside an input folder), not inside a `protected` folder (a model's)."""
+    if not str(output).strip():
+        raise UserError(f"{flag}: expected a file name, got ''")
+    out = Path(output)
+    if out.is_dir():
+        raise UserError(f"{flag} {out}: is a folder; name a file")
+    if out.exists() and not out.is_file():
+        raise UserError(f"{flag} {out}: is not a regular file; name a file")
+    if not out.parent.is_dir():
+        raise UserError(f"{flag} {out}: no such folder {out.parent}")
+    _refuse_inputs(flag, out, inputs, "file")
+    for folder in protected:
+        if Path(folder).resolve() in out.resolve().parents:
+            raise UserError(f"{flag} {out}: is inside the model folder {folder}; write it elsewhere")
+    return out
+
+
+def regular_file(path: str | Path, what: str) -> Path:
+    """`path`, refused unless it is a regular file: a FIFO, a device (`/dev/zero`) or a socket would block a
+    read forever or never end it."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such {what}")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a {what}")
+    if not path.is_file():
+        raise UserError(f"{path}: not a regular file (a pipe or a device?); expected a {what}")
+    return path

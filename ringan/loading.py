@@ -34,6 +34,8 @@ def read_json(path: str | Path, what: str = "JSON file") -> object:
         raise UserError(f"{path}: not a text {what} (not valid UTF-8)") from None
     try:
         return json.loads(text)
+    except RecursionError:  # json's parser recurses once per nesting level
+        raise UserError(f"{path}: not a valid {what} (nested too deeply)") from None
     except ValueError as err:
         where = f" at line {err.lineno} column {err.colno}" if hasattr(err, "lineno") else ""
         raise UserError(f"{path}: not a valid {what} ({getattr(err, 'msg', err)}{where})") from None
@@ -75,13 +77,16 @@ def read_model_config(folder: str | Path):
     return config
 
 
-def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """The tensor names and shapes a safetensors file holds; a damaged or truncated file is a `UserError`."""
+def weight_shapes(path: str | Path, dtypes: dict[str, str] | None = None) -> dict[str, tuple[int, ...]]:
+    """The tensor names and shapes a safetensors file holds (their dtypes, as safetensors names them, into
+    `dtypes` when given); a damaged or truncated file is a `UserError`."""
     from safetensors import safe_open
 
     path = Path(path)
     try:
         with safe_open(str(path), "pt") as f:
+            if dtypes is not None:
+                dtypes.update({k: f.get_slice(k).get_dtype() for k in f.keys()})
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as err:  # noqa: BLE001  (safetensors raises its own error type for every kind of damage)
         reason = _short(str(err).removeprefix("Error while deserializing header: "))
@@ -93,10 +98,12 @@ def check_weights(folder: str | Path, config) -> None:
     from .modeling import RinganForCausalLM
 
     path = Path(folder) / "model.safetensors"
-    found = weight_shapes(path)
+    dtypes: dict[str, str] = {}
+    found = weight_shapes(path, dtypes)
     try:
         with torch.device("meta"):
-            wanted = {k: tuple(v.shape) for k, v in RinganForCausalLM(config).state_dict().items()}
+            state = RinganForCausalLM(config).state_dict()
+        wanted = {k: tuple(v.shape) for k, v in state.items()}
     except (ValueError, TypeError, KeyError) as err:  # e.g. a quantization scheme the model does not know
         raise UserError(f"{Path(folder) / 'config.json'}: {_short(err)}") from None
     missing = [k for k in wanted if k not in found]
@@ -112,6 +119,13 @@ def check_weights(folder: str | Path, config) -> None:
         )
     if unexpected:
         problems.append(f"{len(unexpected)} tensors config.json does not describe (e.g. {unexpected[0]})")
+    # an integer tensor where the model holds floats (or the reverse) loads without complaint and gives garbage
+    kinds = [k for k in wanted if k in dtypes and dtypes[k].startswith(("F", "BF")) != state[k].is_floating_point()]
+    if kinds:
+        k = kinds[0]
+        problems.append(
+            f"{len(kinds)} of another kind of number (e.g. {k}: {dtypes[k]}, the model holds {state[k].dtype})"
+        )
     if problems:
         raise UserError(f"{path}: does not match config.json: {'; '.join(problems)}")
 
@@ -121,9 +135,13 @@ def load_weights(folder: str | Path, config):
     from .modeling import RinganForCausalLM
 
     try:
-        return RinganForCausalLM.from_pretrained(str(folder), config=config)
+        model = RinganForCausalLM.from_pretrained(str(folder), config=config)
     except (OSError, ValueError, RuntimeError) as err:
         raise UserError(f"{Path(folder) / 'model.safetensors'}: cannot be loaded ({_short(err)})") from None
+    for name, param in model.named_parameters():  # NaN weights would only surface as NaN probabilities
+        if param.is_floating_point() and not torch.isfinite(param.detach()).all():
+            raise UserError(f"{Path(folder) / 'model.safetensors'}: {name} holds NaN or infinite values")
+    return model
 
 
 def read_tokenizer(folder: str | Path):

@@ -75,6 +75,11 @@ def option_fields(cls: type) -> dict[str, tuple[dataclasses.Field, Kind, Check]]
     return {f.name: (f, _kind(hints[f.name]), f.metadata[_METADATA_KEY]) for f in ordered}
 
 
+def default_of(cls: type, name: str) -> Any:
+    """The default value of option `name` of `cls`."""
+    return option_fields(cls)[name][0].default
+
+
 # ------------------------------------------------------------------------------------------- conversion
 
 
@@ -237,16 +242,15 @@ def read_config(path: str, cls: type) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"{path}: config file not found")
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: a config file of {file.stat().st_size:,} bytes; at most {MAX_CONFIG_BYTES:,}")
     text = file.read_text(encoding="utf-8")
     try:
-        if file.suffix in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text) or {}
-        else:
-            values = json.loads(text)
+        values = (_read_yaml(text) or {}) if file.suffix in (".yaml", ".yml") else json.loads(text)
+    except RecursionError:
+        raise UserError(f"{path}: cannot parse config (nested too deeply)") from None
     except Exception as err:  # noqa: BLE001  (any parse error becomes one line)
-        raise UserError(f"{path}: cannot parse config ({' '.join(str(err).split())})") from None
+        raise UserError(f"{path}: cannot parse config ({' '.join(str(err).split())[:300]})") from None
     if not isinstance(values, dict):
         raise UserError(f"{path}: expected a mapping of option names to values")
     known = list(option_fields(cls))
@@ -257,3 +261,29 @@ def read_config(path: str, cls: type) -> dict[str, Any]:
             raise unknown_option(f"{path}: {key}", name, known)
         converted[name] = convert(cls, name, value, f"{path}: {key}")
     return converted
+
+
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def _read_yaml(text: str) -> Any:
+    """YAML as a config file needs it: a key given twice is an error (PyYAML keeps the last silently), and
+    aliases are refused (a few lines of nested aliases expand to gigabytes)."""
+    import yaml
+
+    class Strict(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.YAMLError(f"aliases (*{self.peek_event().anchor}) are not allowed in a config file")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.YAMLError(f"{key!r} is given twice (line {key_node.start_mark.line + 1})")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=Strict)  # a SafeLoader: plain data only

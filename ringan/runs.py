@@ -25,7 +25,19 @@ from pathlib import Path
 
 from .errors import ReplicaStopped, UserError
 from .files import LOCK_FILE, FolderLock, recover_folder, write_text_atomically
-from .training import CHECKPOINT_PREFIX, complete_checkpoints
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoint folders of a run, oldest first (staging folders are never listed)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)]
+    found = [p for p in found if p.name[len(CHECKPOINT_PREFIX) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
 
 RUN_FILE = "run.json"
 RUN_FILES = ("model", "best", "tokenizer", "metrics.csv", "runs", RUN_FILE, ".staging")

@@ -104,9 +104,18 @@ def end_of_turn_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
     return [tokenizer.eos_token_id, *(i for i in newline_tokens if i != tokenizer.eos_token_id)]
 
 
+def encode_text(tokenizer: PreTrainedTokenizerFast, text: str | list[str], **kwargs):
+    """`tokenizer(text, **kwargs)` with the user's text read as text only: `</s>`, `<s>` or `<pad>` written in a
+    turn, a Topik or a chat message become the characters they are, never the control ids (a `</s>` in a message
+    would end the reply before it starts). Every encoding of user text in ringan goes through here; the ids the
+    layout needs (`<s>` from the post-processor, `</s>`, padding) are added as ids. The chat template's own path
+    is `apply_chat_template(..., sanitize_control_tokens=True)`."""
+    return tokenizer(text, split_special_tokens=True, **kwargs)
+
+
 def encode_entry(tokenizer: PreTrainedTokenizerFast, entry: Entry) -> list[int]:
     """Token ids of one training sequence: `<s>` + the entry's text + `</s>`."""
-    return tokenizer(render_entry(entry))["input_ids"] + [tokenizer.eos_token_id]
+    return encode_text(tokenizer, render_entry(entry))["input_ids"] + [tokenizer.eos_token_id]
 
 
 def chat_messages(entry: Entry, assistant: str | None = None) -> list[dict]:
@@ -123,7 +132,7 @@ def chat_messages(entry: Entry, assistant: str | None = None) -> list[dict]:
 def characters_per_token(tokenizer: PreTrainedTokenizerFast, entries: Sequence[Entry]) -> float:
     """Compression of the tokenizer on these entries (higher is better)."""
     texts = [render_entry(e) for e in entries]
-    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    tokens = sum(len(ids) for ids in encode_text(tokenizer, texts, add_special_tokens=False)["input_ids"])
     return sum(len(t) for t in texts) / max(tokens, 1)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
+from .errors import UserError
 from .files import save_atomically, writing
 from .training import CHECKPOINT_PREFIX, complete_checkpoints, evaluate_examples
 
@@ -81,13 +82,47 @@ class RinganTrainer(Trainer):
         self._start_time = time.time()
         self._start_tokens = 0
         resume = kwargs.get("resume_from_checkpoint")
-        if resume:
-            state_file = Path(resume) / "trainer_state.json"
-            if state_file.exists():
-                self._start_tokens = json.loads(state_file.read_text()).get("num_input_tokens_seen", 0) or 0
-        return super().train(*args, **kwargs)
+        self._stepped = False
+        try:
+            if resume:
+                state = json.loads((Path(resume) / "trainer_state.json").read_text())
+                self._start_tokens = int(state.get("num_input_tokens_seen", 0) or 0)
+            return super().train(*args, **kwargs)
+        except (TypeError, KeyError, ValueError, AttributeError, IndexError) as err:
+            if not resume or self._stepped:
+                raise
+            # the checkpoint's files parse (`loading.check_checkpoint`) but hold values of the wrong kind
+            text = " ".join(str(err).split())[:200]
+            raise UserError(
+                f"{resume}: a damaged checkpoint: resuming from it failed before the first step ({type(err).__name__}: "
+                f"{text}); resume from another checkpoint, or start afresh with --overwrite"
+            ) from None
+
+    def training_step(self, *args, **kwargs) -> torch.Tensor:
+        self._stepped = True
+        loss = super().training_step(*args, **kwargs)
+        if not torch.isfinite(loss.detach()).all():
+            self.stop_non_finite(self.state.global_step + 1, f"the training loss became {loss.item()}")
+        return loss
+
+    def stop_non_finite(self, step: int, what: str) -> None:
+        """Stop the run: a model whose loss or weights are not finite is never saved as a checkpoint or as the
+        final model (the Trainer's log would only average the NaN away)."""
+        kept = complete_checkpoints(self.args.output_dir)
+        where = f"the last good checkpoint is {kept[-1]} (--resume it)" if kept else "no checkpoint was saved"
+        raise UserError(
+            f"training stopped at step {step}: {what}; lower --learning-rate or --weight-decay. "
+            f"Nothing was saved from this step on: {where}"
+        )
+
+    def check_finite(self) -> None:
+        """Stop if a weight is NaN or infinite (an update too large for float32 makes them so)."""
+        for name, param in self.model.named_parameters():
+            if not torch.isfinite(param.detach()).all():
+                self.stop_non_finite(self.state.global_step, f"the weight {name} is no longer finite")
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        self.check_finite()  # NaN weights are never kept as the best ones
         if self.eval_examples is None:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         result = evaluate_examples(self.model, self.eval_examples, self.args.per_device_eval_batch_size)
@@ -109,6 +144,7 @@ class RinganTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         """Write the checkpoint into a staging folder, then rename it into place: a run killed at any moment
         leaves only complete `checkpoint-N` folders (older ones are deleted only after the new one exists)."""
+        self.check_finite()
         run_dir = self.args.output_dir
         staging_root = os.path.join(run_dir, ".staging")
         if self.args.should_save:

@@ -18,9 +18,8 @@ from transformers import PreTrainedTokenizerBase
 
 from .data import UNKNOWN, Entry, LabelVocab, render_dialogue, render_entry
 from .files import save_atomically  # noqa: F401  (its old place: callers import it from here)
-
-CHECKPOINT_PREFIX = "checkpoint-"
-
+from .runs import CHECKPOINT_PREFIX, complete_checkpoints  # noqa: F401  (their old place)
+from .tokenization import encode_text
 
 # ------------------------------------------------------------------------------------------ sequences
 
@@ -42,7 +41,7 @@ def entry_to_examples(
     window carries its entry's topic/context ids and the tokens of its Topik and Konteks (for either form of
     conditioning)."""
     text = render_entry(entry)
-    ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+    ids = encode_text(tokenizer, text)["input_ids"] + [tokenizer.eos_token_id]
     examples = _examples(ids, len(text.encode("utf-8")), topics.id(entry.topic), contexts.id(entry.context), max_length)
     topic_tokens, context_tokens = conditioning_tokens(tokenizer, entry.topic, entry.context)
     for example in examples:
@@ -55,7 +54,7 @@ def conditioning_tokens(
 ) -> tuple[list, list]:
     """The token ids of a Topik title and a Konteks paragraph, as `conditioning="text"` models take them
     (`topic_input_ids`, `context_input_ids`; no special tokens; `None` or "" = none)."""
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
+    encode = lambda text: encode_text(tokenizer, text, add_special_tokens=False)["input_ids"] if text else []  # noqa: E731
     return encode(topic), encode(context)
 
 
@@ -82,7 +81,7 @@ def text_to_examples(lines: Sequence[str], tokenizer: PreTrainedTokenizerBase, m
     if not texts:
         return []
     ids: list[int] = []
-    for encoded in tokenizer(texts)["input_ids"]:  # one batched call: fast on large files
+    for encoded in encode_text(tokenizer, texts)["input_ids"]:  # one batched call: fast on large files
         ids += encoded + [tokenizer.eos_token_id]
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     return _examples(ids, n_bytes, 0, 0, max_length)
@@ -296,7 +295,7 @@ def evaluate_by_speaker(
     with _progress(len(entries), "eval per speaker", progress) as bar:
         for entry in entries:
             text = render_entry(entry)
-            encoded = tokenizer(text, return_offsets_mapping=True)
+            encoded = encode_text(tokenizer, text, return_offsets_mapping=True)
             ids = encoded["input_ids"] + [tokenizer.eos_token_id]
             starts = [start for start, _ in encoded["offset_mapping"]] + [len(text)]
             # who owns each character: the header, then each turn's speaker
@@ -321,16 +320,3 @@ def evaluate_by_speaker(
         name: {"tokens": tokens[name], **nll_metrics(nll[name], tokens[name], n_bytes.get(name, 1))}
         for name in sorted(tokens, key=lambda n: -tokens[n])
     }
-
-
-# ----------------------------------------------------------------------------------------- checkpoints
-
-
-def complete_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Checkpoint folders of a run, oldest first (staging folders are never listed)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    found = [p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)]
-    found = [p for p in found if p.name[len(CHECKPOINT_PREFIX) :].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))

@@ -688,8 +688,14 @@ def unlocked(found: dict) -> dict:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_clear_line_and_changes_nothing(name, tmp_path, trained_run, capsys, monkeypatch):
+    assert_refused(CASES[name], tmp_path, trained_run, capsys, monkeypatch)
+
+
+def assert_refused(make: Callable[[Setup], Case], tmp_path, trained_run, capsys, monkeypatch) -> None:
+    """Run the case the table row builds: exit 2, one stderr line with its fragments, nothing under `tmp_path`
+    written or changed, no code from a folder run."""
     setup = Setup(tmp_path, trained_run, monkeypatch)
-    case = CASES[name](setup)
+    case = make(setup)
     before = unlocked(snapshot(tmp_path))
     library_log = io.StringIO()  # what transformers logs counts as extra stderr lines, as do Python warnings
     handler = logging.StreamHandler(library_log)

@@ -13,6 +13,11 @@ ACTIVATIONS = ("gelu", "relu", "silu")
 
 # Fields added after checkpoints were first saved, with the value those checkpoints were built with. Saved configs
 # list every field, so only a config older than the field lacks it.
+SIZE_LIMITS = {
+    "vocab_size": 1 << 20, "hidden_size": 16384, "intermediate_size": 65536, "num_hidden_layers": 256,
+    "num_attention_heads": 1024, "num_topics": 1_000_000, "num_contexts": 1_000_000, "chunk_size": 65536,
+    "prefill_segment_size": 1 << 20, "conv_size": 64,
+}  # fmt: skip
 FIELDS_ADDED_LATER = {"conv_size": 0, "use_output_gate": False, "gated_mlp": False, "conditioning": "ids"}
 
 
@@ -145,11 +150,16 @@ class RinganConfig(PreTrainedConfig):
         return super().from_dict({**FIELDS_ADDED_LATER, **config_dict}, **kwargs)
 
     def __post_init__(self, **kwargs):
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
-            _require_int(self, name, minimum=1)
-        for name in ("num_topics", "num_contexts", "chunk_size", "prefill_segment_size"):
-            _require_int(self, name, minimum=1)
-        _require_int(self, "conv_size", minimum=0)
+        # upper limits keep a damaged or hostile config.json from asking for terabytes
+        for name, maximum in SIZE_LIMITS.items():
+            _require_int(self, name, minimum=0 if name == "conv_size" else 1, maximum=maximum)
+        for name in ("use_rope", "use_output_gate", "gated_mlp", "use_cache"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("rope_theta", "rms_norm_eps", "gate_logit_normalizer", "initializer_range"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if self.conv_size == 1:
             raise ValueError("conv_size must be 0 (no convolution) or at least 2, got 1")
         if self.attention_type not in ATTENTION_TYPES:
@@ -193,10 +203,10 @@ class RinganConfig(PreTrainedConfig):
         return [math.log(g) for g in self.retention_decays]
 
 
-def _require_int(config: RinganConfig, name: str, minimum: int) -> None:
+def _require_int(config: RinganConfig, name: str, minimum: int, maximum: int) -> None:
     value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an integer >= {minimum} and <= {maximum:,}, got {value!r}")
 
 
 __all__ = ["RinganConfig"]

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import torch
-
 from ..data import Turn, clean_reply, render_dialogue
 from ..errors import OptionError, UserError
 from ..files import readable_folder, writing
@@ -48,10 +46,12 @@ class ChatSession:
     ):
         self.model, self.tok, self.replier = model, tok, replier
         self.topic, self.topic_id, self.context, self.context_id = topic, topic_id, context, context_id
+        from ..tokenization import encode_text
+
         self.user, self.bot = user, bot
         self.turns: list[Turn] = []
         header = render_dialogue(topic, context).removesuffix(BLANK_LINE)
-        self.token_ids: list[int] = tok(header)["input_ids"]
+        self.token_ids: list[int] = encode_text(tok, header)["input_ids"]
         self.pending = BLANK_LINE  # whitespace that belongs before the next piece of text
         self.cache = None
 
@@ -66,9 +66,11 @@ class ChatSession:
 
     def reply(self, message: str, seed: int, stream: bool = True) -> str:
         """The bot's reply to `message`: only the tokens the state has not read go through the model."""
+        from ..tokenization import encode_text
+
         self.turns.append(Turn(self.user, " ".join(message.split())))
         piece = self.pending + render_dialogue(None, None, self.turns[-1:], self.bot)
-        self.token_ids += self.tok(piece, add_special_tokens=False)["input_ids"]
+        self.token_ids += encode_text(self.tok, piece, add_special_tokens=False)["input_ids"]
         conditioning = {}
         if self.cache is None:  # the conversation's topic/context vector goes into the state with its first tokens
             conditioning = conditioning_inputs(
@@ -88,6 +90,7 @@ class ChatSession:
         return reply
 
     def save(self, path: str | Path) -> None:
+        import torch
         from safetensors.torch import save_file
 
         if isinstance(self.cache, dict):
@@ -138,9 +141,16 @@ class ChatSession:
         except (KeyError, TypeError, ValueError) as err:
             raise UserError(f"{path}: not a ringan chat session file (bad or missing field: {_short(err)})") from None
         ids = session.token_ids
-        if tensors["token_ids"].dim() != 1 or any(not 0 <= i < model.config.vocab_size for i in ids):
+        if tensors["token_ids"].dim() != 1 or tensors["token_ids"].is_floating_point():
+            found = f"{tensors['token_ids'].dtype} of shape {tuple(tensors['token_ids'].shape)}"
+            raise UserError(f"{path}: field token_ids: expected a list of integer token ids, got {found}")
+        if any(not 0 <= i < model.config.vocab_size for i in ids):
             raise UserError(
                 f"{path}: its token ids do not fit this model's vocabulary: it was saved with another model"
+            )
+        if session.pending not in (BLANK_LINE, "\n", ""):  # what a reply can leave of the blank line
+            raise UserError(
+                f"{path}: field pending: expected '\\n\\n', '\\n' or '', got {_short(repr(session.pending))}"
             )
         cache_tensors = {k[len("cache.") :]: v for k, v in tensors.items() if k.startswith("cache.")}
         if cache_tensors:
@@ -149,7 +159,8 @@ class ChatSession:
                 _check_cache(session.cache, model, len(ids))
             except (KeyError, ValueError, RuntimeError, IndexError) as err:
                 raise UserError(
-                    f"{path}: its saved state does not fit this model (saved with another model?): {_short(err)}"
+                    f"{path}: its saved state does not fit this model (saved with another model?) or its "
+                    f"transcript: field cache.{_short(err)}"
                 ) from None
         return session
 
@@ -183,17 +194,35 @@ def _read_session(path: str | Path) -> tuple[dict, dict]:
 
 def _check_cache(cache, model, n_tokens: int) -> None:
     """The saved state has this model's shape and has not seen more tokens than the transcript holds."""
+    import torch
+
     config = model.config
     probe = torch.zeros(1, 1, dtype=torch.long)
     with torch.no_grad():
         fresh = model(probe, use_cache=True).cache.state_dict()
     saved = cache.state_dict()
-    for key, value in fresh.items():
-        if key not in saved or tuple(saved[key].shape) != tuple(value.shape):
-            shape = tuple(saved[key].shape) if key in saved else "missing"
-            raise ValueError(f"{key}: {shape} vs {tuple(value.shape)} for {config.num_hidden_layers} layers")
-    if int(cache.seen_tokens[0]) > n_tokens:
-        raise ValueError(f"the state has seen {int(cache.seen_tokens[0])} tokens, the transcript holds {n_tokens}")
+    # the condition vector is there once a conversation began; the probe had none
+    dtype = next(v.dtype for v in fresh.values() if v.is_floating_point())
+    fresh.setdefault("condition", torch.zeros(1, 1, config.hidden_size, dtype=dtype))
+    for key, value in saved.items():
+        want = fresh.get(key)
+        if want is None or tuple(value.shape) != tuple(want.shape) or value.dtype != want.dtype:
+            found, expected = (
+                f"{tuple(value.shape)} {value.dtype}",
+                "nothing" if want is None else f"{tuple(want.shape)} {want.dtype}",
+            )
+            raise ValueError(f"{key}: {found}, expected {expected} for {config.num_hidden_layers} layers")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"{key}: holds NaN or infinite values")
+    missing = [key for key in fresh if key not in saved and key != "condition"]
+    if missing:
+        raise ValueError(f"{missing[0]}: missing")
+    # the state has read the whole transcript but the last token generated (the next reply feeds it)
+    seen = int(cache.seen_tokens[0])
+    if not n_tokens - 1 <= seen <= n_tokens:
+        raise ValueError(
+            f"seen_tokens: {seen}, expected {n_tokens - 1} or {n_tokens} (the transcript holds {n_tokens})"
+        )
 
 
 def chat(options: ChatOptions | None = None, /, *, input_stream: TextIO | None = None, **overrides) -> ChatSession:

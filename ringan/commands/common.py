@@ -6,10 +6,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from ..data import UNKNOWN, default_corpus_path
-from ..errors import UserError
+from ..errors import OptionError, UserError
 from ..files import readable_folder
 from ..options import option
 
@@ -20,7 +18,13 @@ RUNS, MODEL_DIR = "runs", "model"  # where verbs look for a model when --model i
 
 def data_option():
     """The `--data` field of the verbs that read dialogue files."""
-    return option(None, "dialogue files or folders", default_text="the corpus shipped with ringan")
+    from ..data import MAX_CONTEXT, MAX_TOPIC
+
+    return option(
+        None,
+        f"dialogue files or folders (a Topik at most {MAX_TOPIC} characters, a Konteks at most {MAX_CONTEXT})",
+        default_text="the corpus shipped with ringan",
+    )
 
 
 def model_option(what: str = "a saved model folder, or 'base' (Ringan-base, shipped with the package)"):
@@ -34,11 +38,14 @@ def threads_option():
         0,
         "torch CPU threads (0 = one per core, as torch picks; 1 on a busy machine: see benchmarks/README.md)",
         minimum=0,
+        maximum=1024,
     )
 
 
 def set_threads(threads: int) -> int:
     """Use `threads` torch threads (0 = torch's default). Returns the count in use."""
+    import torch
+
     if threads > 0:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
@@ -188,6 +195,7 @@ def resolve_topic(config, topic: str | None) -> tuple[int, str]:
                 return 0, DEFAULT_TOPIC
             raise UserError("this model knows no topics: pass --topic")
         return 1, names[1]
+    topic = _label(topic, "topic")
     if topic.isdigit():
         index = int(topic)
         if not 0 <= index < len(names):
@@ -196,7 +204,7 @@ def resolve_topic(config, topic: str | None) -> tuple[int, str]:
     if topic in names:
         return names.index(topic), topic
     if getattr(config, "conditioning", "ids") == "text":  # any Topik: its vector comes from its text
-        return 0, " ".join(topic.split())
+        return 0, topic
     known = "; ".join(f"{i}: {n}" for i, n in enumerate(names) if i)
     raise UserError(f"unknown topic {topic!r}. Known topics: {known}")
 
@@ -216,9 +224,21 @@ def resolve_context(model_dir: str | Path, config, topic: str, context: str | No
         if topic not in mapping or not mapping[topic].strip():
             known = "; ".join(sorted(t for t, text in mapping.items() if text.strip())) or "none"
             raise UserError(f"no Konteks is known for topic {topic!r}: pass --context (topics with a Konteks: {known})")
-        context = mapping[topic]
-    context = " ".join(context.split())
+        context = " ".join(mapping[topic].split())
+    else:
+        context = _label(context, "context")
     return (names.index(context) if context in names else 0), context
+
+
+def _label(value: str, what: str) -> str:
+    """A --topic or --context value by the data format's rules (`data.check_label`), or an `OptionError`."""
+    from ..data import MAX_CONTEXT, MAX_TOPIC, check_label
+
+    try:
+        return check_label(value, what)
+    except ValueError as err:
+        limit = MAX_TOPIC if what == "topic" else MAX_CONTEXT
+        raise OptionError(f"--{what}", f"one line of at most {limit} characters ({err})") from None
 
 
 def require_extra(extra: str, modules: tuple[str, ...]) -> None:

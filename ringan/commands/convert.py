@@ -35,6 +35,7 @@ class QuantizeOptions(Options):
         None,
         "weights per scale along a row (0 = one scale per row)",
         minimum=0,
+        maximum=65536,
         even=True,
         default_text="one scale per row for int8, 32 for int4",
     )

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..data import read_dialogues
-from ..errors import UserError
-from ..files import write_text_atomically
+from ..files import check_output_file, write_text_atomically
 from ..options import Options, option
 from .common import data_option, data_paths, load_model, model_folder, model_option, set_threads, threads_option
 
@@ -19,8 +17,8 @@ class EvalOptions(Options):
 
     model: str | None = model_option("a saved model folder (with its tokenizer)")
     data: list[str] | None = data_option()
-    batch_size: int = option(8, "sequences per forward pass", minimum=1)
-    max_length: int = option(1024, "tokens per sequence window", minimum=2)
+    batch_size: int = option(8, "sequences per forward pass", minimum=1, maximum=65536)
+    max_length: int = option(1024, "tokens per sequence window", minimum=2, maximum=131072)
     json_output: str | None = option(None, "also write the results to this JSON file")
     progress: bool = option(True, "progress bars on stderr while evaluating")
     threads: int = threads_option()
@@ -33,9 +31,12 @@ def evaluate(options: EvalOptions | None = None, /, **overrides) -> dict:
     o = EvalOptions.build(options, overrides)
     set_threads(o.threads)
     model_dir = model_folder(o.model)
-    json_output = _check_json_output(o.json_output, model_dir)
+    paths = data_paths(o.data)
+    json_output = (
+        check_output_file(o.json_output, paths, "--json-output", protected=[model_dir]) if o.json_output else None
+    )  # checked before the (long) evaluation
     model, tok = load_model(model_dir)
-    entries = read_dialogues(data_paths(o.data))
+    entries = read_dialogues(paths)
     topics, contexts = model_vocabularies(model.config)
     examples = [x for e in entries for x in entry_to_examples(e, tok, topics, contexts, o.max_length)]
     overall = evaluate_examples(model, examples, o.batch_size, tok.pad_token_id, progress=o.progress)
@@ -53,18 +54,3 @@ def evaluate(options: EvalOptions | None = None, /, **overrides) -> dict:
     if json_output:
         write_text_atomically(json_output, json.dumps(result, indent=1, ensure_ascii=False), "the results")
     return result
-
-
-def _check_json_output(path: str | None, model_dir: Path) -> Path | None:
-    """Where the results go, checked before the (long) evaluation: a file in an existing folder, not in the
-    model folder."""
-    if not path:
-        return None
-    out = Path(path)
-    if out.is_dir():
-        raise UserError(f"--json-output {out}: is a folder; name a file")
-    if not out.parent.is_dir():
-        raise UserError(f"--json-output {out}: no such folder {out.parent}")
-    if out.resolve().parent == model_dir.resolve():
-        raise UserError(f"--json-output {out}: is inside the model folder {model_dir}; write it elsewhere")
-    return out

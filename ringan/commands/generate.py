@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
-from ..data import Turn, clean_reply, render_dialogue
-from ..decoding import RUNTIMES, Decoder, Sampling, make_backend
+from ..data import MAX_CONTEXT, MAX_PROMPT_LINE, MAX_TOPIC, Turn, clean_reply, render_dialogue
+from ..defaults import RUNTIMES
 from ..errors import OptionError
-from ..files import readable_folder
+from ..files import check_output_file, readable_folder
 from ..options import Options, option
 from .common import (
     load_model,
@@ -29,11 +27,11 @@ FALLBACK_SPEAKERS = ("Kiann", "Caecillia", "Pembicara")  # fill a conversation u
 class SamplingOptions(Options):
     """How replies are decoded (shared by `ringan generate` and `ringan chat`)."""
 
-    max_new_tokens: int = option(120, "at most this many tokens per reply", minimum=1)
-    temperature: float = option(0.8, "sampling temperature", above=0)
-    top_k: int = option(50, "sample from the k most likely tokens (0 = all)", minimum=0)
+    max_new_tokens: int = option(120, "at most this many tokens per reply", minimum=1, maximum=131072)
+    temperature: float = option(0.8, "sampling temperature", minimum=0.01, maximum=100)
+    top_k: int = option(50, "sample from the k most likely tokens (0 = all)", minimum=0, maximum=1_000_000)
     top_p: float = option(0.95, "nucleus sampling threshold", above=0, maximum=1)
-    repetition_penalty: float = option(1.1, ">1 discourages repeating tokens", above=0)
+    repetition_penalty: float = option(1.1, ">1 discourages repeating tokens", minimum=0.01, maximum=100)
     greedy: bool = option(False, "greedy decoding instead of sampling")
     seed: int = option(0, "random seed for sampling")
     runtime: str = option(
@@ -44,8 +42,10 @@ class SamplingOptions(Options):
     )
     threads: int = threads_option()
 
-    def sampling(self) -> Sampling:
-        """The decoding settings of the lean decode loop (`ringan.decoding`)."""
+    def sampling(self):
+        """The decoding settings of the lean decode loop (`ringan.decoding.Sampling`)."""
+        from ..decoding import Sampling
+
         if self.greedy:
             return Sampling(greedy=True, repetition_penalty=self.repetition_penalty)
         return Sampling(
@@ -71,10 +71,14 @@ class GenerateOptions(SamplingOptions):
 
     model: str | None = model_option()
     topic: str | None = option(
-        None, "the Topik, by name (see config.topic_names) or id", default_text="the first known topic"
+        None,
+        f"the Topik, by name (see config.topic_names) or id; one line, at most {MAX_TOPIC} characters",
+        default_text="the first known topic",
     )
     context: str | None = option(
-        None, "the Konteks paragraph (a known one also selects its context id)", default_text="the topic's"
+        None,
+        f"the Konteks paragraph (a known one also selects its context id); one line, at most {MAX_CONTEXT} characters",
+        default_text="the topic's",
     )
     turn: list[str] | None = option(None, "opening turns, each as 'Name: text' (repeatable)")
     speaker: str | None = option(
@@ -86,29 +90,41 @@ class GenerateOptions(SamplingOptions):
     prompts: str | None = option(
         None,
         "a JSONL file of conversations to reply to in batches (synthetic data): one object per line with "
-        '"topic", "context", "turns" ([["Name", "text"], ...]) and "speaker" (who replies)',
+        '"topic", "context", "turns" ([["Name", "text"], ...]) and "speaker" (who replies); each line at most '
+        f"{MAX_PROMPT_LINE:,} characters",
     )
     output: str | None = option(
-        None, "with --prompts: the JSONL file the replies go to", default_text="standard output"
+        None,
+        "with --prompts: the JSONL file the replies go to, each batch's as soon as it is made (never an input or a "
+        "model folder's file)",
+        default_text="standard output",
     )
     batch_size: int = option(
         32,
         "with --prompts: conversations decoded at once (128: ~1.3x the tokens/s of 32 on two cores, 4x the memory)",
         minimum=1,
+        maximum=4096,
     )
 
 
 def generate(options: GenerateOptions | None = None, /, **overrides) -> list[Turn]:
     """Print the conversation and `num_turns` generated turns; returns every turn (the opening ones included)."""
 
+    from ..tokenization import encode_text
+
     o = GenerateOptions.build(options, overrides)
     set_threads(o.threads)
     model_dir = readable_folder(model_folder(o.model))  # a model caught mid-save is read from its complete copy
-    model, tok = load_model(model_dir)
+    if o.output and not o.prompts:
+        raise OptionError("--output", "only with --prompts (it names the JSONL file the replies go to)", repr(o.output))
     if o.prompts:
-        from .batch import generate_batch
+        from .batch import generate_batch, read_prompts
 
-        return generate_batch(o, model, tok)
+        rows = read_prompts(o.prompts)  # every input checked before the model is loaded
+        output = check_output_file(o.output, [o.prompts], "--output", protected=[model_dir]) if o.output else None
+        model, tok = load_model(model_dir)
+        return generate_batch(o, model, tok, rows, output)
+    model, tok = load_model(model_dir)
     topic_id, topic_name = resolve_topic(model.config, o.topic)
     context_id, context_text = resolve_context(model_dir, model.config, topic_name, o.context)
     turns = parse_turns(o.turn)
@@ -129,7 +145,7 @@ def generate(options: GenerateOptions | None = None, /, **overrides) -> list[Tur
         prompt = render_dialogue(topic_name, context_text, turns, next_speaker)
         if o.stream:
             print(f"{next_speaker}:", end="", flush=True)
-        reply, _ = replier.reply(tok(prompt)["input_ids"], conditioning, o.seed + i, o.stream)
+        reply, _ = replier.reply(encode_text(tok, prompt)["input_ids"], conditioning, o.seed + i, o.stream)
         if not o.stream:
             print(f"{next_speaker}: {reply}\n")
         turns.append(Turn(next_speaker, reply or "..."))
@@ -144,6 +160,7 @@ class Replier:
     def __init__(self, model, tok, model_dir, options: SamplingOptions):
         import sys
 
+        from ..decoding import Decoder, make_backend
         from ..tokenization import end_of_turn_ids
 
         backend, self.runtime = make_backend(model, model_dir, options.runtime, options.threads or None)
@@ -189,6 +206,8 @@ def parse_turns(turns: Sequence[str] | None) -> list[Turn]:
 
 def conditioning_inputs(model, tok, topic: str | None, topic_id: int, context: str | None, context_id: int) -> dict:
     """The topic/Konteks inputs the model's `config.conditioning` takes, for a batch of one."""
+    import torch
+
     mode = getattr(model.config, "conditioning", "ids")
     if mode == "ids":
         return {"topic_ids": torch.tensor([topic_id]), "context_ids": torch.tensor([context_id])}
@@ -219,9 +238,9 @@ def generate_reply(
 ) -> str:
     """One reply to a prompt that ends in `Speaker:`. It ends at its first newline (an utterance is one line): the
     newline tokens are end-of-turn ids, as in the saved `generation_config`."""
-    from ..tokenization import end_of_turn_ids
+    from ..tokenization import encode_text, end_of_turn_ids
 
-    enc = tok(prompt, return_tensors="pt")
+    enc = encode_text(tok, prompt, return_tensors="pt")
     out = model.generate(
         **enc,
         **conditioning_inputs(model, tok, topic, topic_id, context, context_id),

@@ -111,8 +111,18 @@ def files_to_push(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         names += sorted(set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values()))
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    modules = [ref.split("--")[-1].rsplit(".", 1)[0] for ref in (config.get("auto_map") or {}).values()]
+    auto_map = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("auto_map") or {}
+    # a value is "module.Class" or, in the standard form for tokenizers, a list of them (None for a missing one)
+    refs = [
+        r
+        for v in (auto_map.values() if isinstance(auto_map, dict) else [None])
+        for r in (v if isinstance(v, list) else [v])
+    ]
+    if not isinstance(auto_map, dict) or not all(r is None or isinstance(r, str) for r in refs):
+        raise UserError(
+            f"{folder / 'config.json'}: auto_map: expected a mapping of class -> 'module.Class' (or a list of them)"
+        )
+    modules = [ref.split("--")[-1].rsplit(".", 1)[0] for ref in refs if ref]
     code: list[str] = []
     while modules:
         module = modules.pop()
@@ -190,7 +200,8 @@ def model_card(
         model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=True)
         messages = [{{"role": "system", "content": "Konteks ..."}}, {{"role": "user", "name": "Kiann", "content": "Halo!"}}]
         ids = tokenizer.apply_chat_template(messages, topic="{topic}", assistant_name="Caecillia",
-                                            add_generation_prompt=True, return_tensors="pt", return_dict=True)
+                                            add_generation_prompt=True, return_tensors="pt", return_dict=True,
+                                            sanitize_control_tokens=True)  # "</s>" in a message stays text
         {conditioning_code}
         print(tokenizer.decode(out[0], skip_special_tokens=True))
         ```
@@ -251,8 +262,9 @@ def _conditioning_usage(config, topic: str) -> dict:
     """The card's lines on passing the topic and Konteks, for the model's form of conditioning."""
     if getattr(config, "conditioning", "ids") == "text":
         code = (
-            f'cond = {{"topic_input_ids": tokenizer("{topic}", add_special_tokens=False, return_tensors="pt").input_ids,\n'
-            '        "context_input_ids": tokenizer("Konteks ...", add_special_tokens=False, return_tensors="pt").input_ids}\n'
+            'text = dict(add_special_tokens=False, split_special_tokens=True, return_tensors="pt")  # text stays text\n'
+            f'cond = {{"topic_input_ids": tokenizer("{topic}", **text).input_ids,\n'
+            '        "context_input_ids": tokenizer("Konteks ...", **text).input_ids}\n'
             "out = model.generate(**ids, **cond, max_new_tokens=60)"
         )
         note = (

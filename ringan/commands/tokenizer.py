@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..data import Entry, corpus_statistics, read_dialogues
+from ..defaults import VOCAB_BOUNDS
 from ..errors import UserError
 from ..files import check_output, save_atomically
 from ..options import Options, option
@@ -18,9 +19,9 @@ class TokenizerOptions(Options):
 
     data: list[str] | None = data_option()
     output: str = option("runs/tokenizer", "folder to save the tokenizer to (loads with AutoTokenizer.from_pretrained)")
-    vocab_size: int = option(10000, "at most this many tokens (a small corpus yields fewer)", minimum=1)
+    vocab_size: int = option(10000, "at most this many tokens (a small corpus yields fewer)", **VOCAB_BOUNDS)
     text: list[str] | None = option(None, "extra plain-text files, one paragraph per line")
-    min_frequency: int = option(2, "a merge needs a pair seen at least this often")
+    min_frequency: int = option(2, "a merge needs a pair seen at least this often", minimum=1, maximum=2**31)
     overwrite: bool = option(False, "replace what OUTPUT holds (never a model: choose another folder for that)")
 
 

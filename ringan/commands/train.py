@@ -7,13 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..data import LabelVocab, read_dialogues, split_entries
-from ..errors import UserError
-from ..loading import check_checkpoint
-from ..modeling.configuration_ringan import ATTENTION_TYPES, CONDITIONING_MODES, RinganConfig
-from ..options import Options, option
+from ..defaults import VOCAB_BOUNDS, config_defaults
+from ..errors import OptionError, UserError
+from ..options import Options, default_of, flag, option
 from ..runs import RunPlan, on_main_process, prepare_run, refuse_other_run
 from .common import (
     check_saved_model,
@@ -34,6 +31,9 @@ NEW = " (--init-from none only)"
 # `ringan train --data my.txt` from Ringan-base on the bundled corpus (experiments/RESULTS.md, finetune_lr.py)
 NEW_MODEL_LEARNING_RATE = 3e-3
 FINE_TUNE_LEARNING_RATE = 1e-3
+MAX_STEPS = 1_000_000_000  # limits on a run's length: a typo never trains without end
+MAX_EPOCHS = 100_000
+MODEL = config_defaults()  # RinganConfig's defaults, read without importing torch (a fast --help)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,45 +69,54 @@ class TrainOptions(Options):
         False, "OUTPUT holds another run: delete its files (checkpoints, model, best, metrics) and start fresh"
     )
     # the model's defaults are RinganConfig's: one definition for the CLI and for Python
-    attention_type: str = option(RinganConfig.attention_type, "the sequence mixer" + NEW, choices=ATTENTION_TYPES)
-    hidden_size: int = option(RinganConfig.hidden_size, "model width" + NEW, minimum=1)
-    num_layers: int = option(RinganConfig.num_hidden_layers, "decoder layers" + NEW, minimum=1)
-    num_heads: int = option(RinganConfig.num_attention_heads, "attention heads" + NEW, minimum=1)
-    intermediate_size: int = option(RinganConfig.intermediate_size, "feed-forward width" + NEW, minimum=1)
+    attention_type: str = option(MODEL["attention_type"], "the sequence mixer" + NEW, choices=MODEL["ATTENTION_TYPES"])
+    hidden_size: int = option(MODEL["hidden_size"], "model width" + NEW, minimum=1, maximum=16384)
+    num_layers: int = option(MODEL["num_hidden_layers"], "decoder layers" + NEW, minimum=1, maximum=256)
+    num_heads: int = option(MODEL["num_attention_heads"], "attention heads" + NEW, minimum=1, maximum=1024)
+    intermediate_size: int = option(MODEL["intermediate_size"], "feed-forward width" + NEW, minimum=1, maximum=65536)
     conditioning: str = option(
-        RinganConfig.conditioning,
+        MODEL["conditioning"],
         "topic/context vectors from the Topik/Konteks text (any text), from id tables (known ones only), or none" + NEW,
-        choices=CONDITIONING_MODES,
+        choices=MODEL["CONDITIONING_MODES"],
     )
-    num_topics: int = option(RinganConfig.num_topics, "topic id rows incl. row 0 = unknown (ids)" + NEW, minimum=1)
+    num_topics: int = option(
+        MODEL["num_topics"], "topic id rows incl. row 0 = unknown (ids)" + NEW, minimum=1, maximum=1_000_000
+    )
     num_contexts: int = option(
-        RinganConfig.num_contexts, "context id rows incl. row 0 = unknown (ids)" + NEW, minimum=1
+        MODEL["num_contexts"], "context id rows incl. row 0 = unknown (ids)" + NEW, minimum=1, maximum=1_000_000
     )
-    dropout: float = option(
-        RinganConfig.dropout, "dropout on embeddings and residual branches" + NEW, minimum=0, below=1
-    )
+    dropout: float = option(MODEL["dropout"], "dropout on embeddings and residual branches" + NEW, minimum=0, below=1)
     conditioning_dropout: float = option(
-        RinganConfig.conditioning_dropout,
+        MODEL["conditioning_dropout"],
         "share of training sequences that lose their topic (and, apart, their context); also when fine-tuning",
         minimum=0,
         below=1,
     )
-    vocab_size: int = option(10000, "tokenizer vocabulary when one is trained here", minimum=1)
-    max_length: int = option(1024, "tokens per training sequence; longer entries are split, never dropped", minimum=2)
+    vocab_size: int = option(
+        10000, "tokenizer vocabulary when one is trained here (at most this many tokens)" + NEW, **VOCAB_BOUNDS
+    )
+    max_length: int = option(
+        1024, "tokens per training sequence; longer entries are split, never dropped", minimum=2, maximum=131072
+    )
     pack: bool = option(False, "pack several entries per sequence (per-token topic/context ids)")
-    batch_size: int = option(8, "sequences per device per step", minimum=1)
-    grad_accum: int = option(1, "gradient accumulation steps", minimum=1)
+    batch_size: int = option(8, "sequences per device per step", minimum=1, maximum=65536)
+    grad_accum: int = option(1, "gradient accumulation steps", minimum=1, maximum=65536)
     learning_rate: float | None = option(
         None,
         "peak AdamW learning rate (cosine schedule)",
         above=0,
+        maximum=10,
         default_text=f"{FINE_TUNE_LEARNING_RATE:g} when fine-tuning (--init-from base or a folder), "
         f"{NEW_MODEL_LEARNING_RATE:g} for a new model",
     )
-    epochs: float = option(10.0, "passes over the training data (ignored when max_steps > 0)", above=0)
-    max_steps: int = option(-1, "total optimizer steps (-1: use epochs)")
+    epochs: float = option(
+        10.0, "passes over the training data (ignored when --max-steps is given)", above=0, maximum=MAX_EPOCHS
+    )
+    max_steps: int = option(
+        -1, "total optimizer steps (-1: use --epochs; otherwise 1 or more)", minimum=-1, maximum=MAX_STEPS
+    )
     warmup_ratio: float = option(0.05, "share of steps for linear warm-up", minimum=0, maximum=1)
-    weight_decay: float = option(0.01, "AdamW weight decay", minimum=0)
+    weight_decay: float = option(0.01, "AdamW weight decay", minimum=0, maximum=10)
     eval_steps: int = option(50, "evaluate every N steps", minimum=1)
     save_steps: int = option(50, "checkpoint every N steps", minimum=1)
     save_total_limit: int = option(2, "keep at most this many checkpoints", minimum=1)
@@ -168,10 +177,24 @@ def train(options: TrainOptions | None = None, /, *, callbacks: Sequence = (), *
             held["lock"].release()
 
 
+# the options that shape a new model: refused with a model to start from, which brings its own
+NEW_MODEL_OPTIONS = (
+    "attention_type", "hidden_size", "num_layers", "num_heads", "intermediate_size", "conditioning", "num_topics",
+    "num_contexts", "dropout", "vocab_size",
+)  # fmt: skip
+
+
 def _check_inputs(o: TrainOptions) -> Path:
     """What can be refused before anything is read or written: the options together, the input folders."""
+    from ..loading import check_checkpoint
+    from ..modeling.configuration_ringan import RinganConfig
+
     if o.resume and o.overwrite:
         raise UserError("--resume and --overwrite: choose one (continue the run, or replace it)")
+    if not o.output.strip():
+        raise OptionError("--output", "expected a folder name", "''")
+    if o.max_steps == 0:
+        raise OptionError("--max-steps", f"expected -1 (use --epochs) or an integer in [1, {MAX_STEPS}]", "0")
     if o.resume and o.resume != "auto":
         if not (Path(o.resume) / "trainer_state.json").is_file():
             raise UserError(f"--resume {o.resume}: not a complete checkpoint folder (no trainer_state.json)")
@@ -180,6 +203,12 @@ def _check_inputs(o: TrainOptions) -> Path:
         require_extra("tensorboard", ("tensorboard",))
     start = init_folder(o.init_from)
     if start is not None:
+        given = [flag(name) for name in NEW_MODEL_OPTIONS if getattr(o, name) != default_of(TrainOptions, name)]
+        if given:
+            raise UserError(
+                f"{' '.join(given)} with --init-from {o.init_from}: the model's sizes come from it; "
+                "pass --init-from none to train a new model of these sizes"
+            )
         check_saved_model(start)
         if o.tokenizer:
             raise UserError(f"--tokenizer with --init-from {o.init_from}: the model brings its own tokenizer")
@@ -278,6 +307,8 @@ def _run(o, args, output: Path, plan: RunPlan, tok, vocabs, splits, text_lines, 
         run_id=plan.run_id,
         callbacks=[CSVLoggerCallback(output / "metrics.csv"), *callbacks],
     )
+    import torch
+
     n_params = sum(p.numel() for p in model.parameters())
     if main:
         print(
@@ -294,6 +325,7 @@ def _run(o, args, output: Path, plan: RunPlan, tok, vocabs, splits, text_lines, 
     else:
         try:
             trainer.train(resume_from_checkpoint=plan.resume_from)
+            trainer.check_finite()  # the last step's update: never saved as the final model
         except BaseException:
             close_progress_bars(trainer)  # an error line after the bar, not inside it
             raise

@@ -623,6 +623,7 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self._check_arguments(input_ids, inputs_embeds, labels, logits_to_keep)
         conditioning = (topic_input_ids, topic_attention_mask, context_input_ids, context_attention_mask, topic_ids)
         if (
             input_ids is not None
@@ -676,7 +677,9 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden_states).float()
 
         loss = None
-        if labels is not None:
+        if labels is not None and not (labels[:, 1:] != -100).any():
+            loss = logits.sum() * 0.0 + 0.0  # no target token: nothing to learn (a mean over no tokens is NaN)
+        elif labels is not None:
             loss_kwargs = {k: v for k, v in kwargs.items() if k == "num_items_in_batch"}
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **loss_kwargs)
         output = RinganCausalLMOutput(
@@ -703,6 +706,30 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
         if self._fused_step is None or self._fused_step.key != key:
             self._fused_step = FusedDeltaStep(self)
         return self._fused_step(input_ids[:, 0], cache)
+
+    def _check_arguments(self, input_ids, inputs_embeds, labels, logits_to_keep) -> None:
+        """Refuse arguments that would otherwise fail deep inside (or silently do something else) with a
+        `ValueError` naming the argument and what was expected."""
+        if isinstance(logits_to_keep, int) and logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep must be >= 0 (0 = every position), got {logits_to_keep}")
+        if inputs_embeds is not None and inputs_embeds.shape[-1] != self.config.hidden_size:
+            raise ValueError(
+                f"inputs_embeds must have hidden_size={self.config.hidden_size} features, got {inputs_embeds.shape[-1]}"
+            )
+        source = input_ids if input_ids is not None else inputs_embeds
+        if source is not None and source.dim() >= 2 and source.shape[0] == 0:
+            raise ValueError("the batch is empty: expected at least one sequence")
+        if labels is None:
+            return
+        if source is not None and tuple(labels.shape) != tuple(source.shape[:2]):
+            raise ValueError(
+                f"labels must have the shape of the input ids {tuple(source.shape[:2])}, got {tuple(labels.shape)}"
+            )
+        bad = (labels != -100) & ((labels < 0) | (labels >= self.config.vocab_size))
+        if bad.any():
+            raise ValueError(
+                f"labels must be token ids in [0, {self.config.vocab_size}) or -100 (ignored), got {int(labels[bad][0])}"
+            )
 
     def _segmented_forward(self, inputs: dict, logits_to_keep: int, model_kwargs: dict) -> RinganCausalLMOutput:
         """Inference over a long input: the whole model runs one segment at a time, carrying the state. The last
