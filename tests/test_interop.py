@@ -28,12 +28,23 @@ def base():
 
 
 def test_base_ships_the_code_it_loads_with():
-    """`trust_remote_code` loads the base's own copies of the modeling files: they must be the package's."""
+    """`trust_remote_code` loads the base's modeling files: links to the package's own (a wheel holds copies), so
+    they can never drift from the code `import ringan` runs."""
     shipped = sorted(p.name for p in base_model_path().glob("*.py"))
     package = sorted(p.name for p in MODELING_DIR.glob("*.py") if p.name not in ("__init__.py", "naive.py"))
     assert shipped == package
     stale = [n for n in shipped if (base_model_path() / n).read_bytes() != (MODELING_DIR / n).read_bytes()]
-    assert not stale, f"ringan/base/{stale}: copy ringan/modeling/*.py over them (the base ships the code it runs)"
+    assert not stale, f"ringan/base/{stale}: not the package's modeling code"
+
+
+def test_push_of_the_base_uploads_its_code(capsys):
+    """Before: `ringan push --model base` was refused ("missing modeling_ringan.py")."""
+    from ringan.commands.hub import push
+
+    push(model="base", repo_id="someone/ringan-base", dry_run=True)
+    out = capsys.readouterr().out
+    for name in ("modeling_ringan.py", "configuration_ringan.py", "model.safetensors", "tokenizer.json", "README.md"):
+        assert f"  {name} " in out, name
 
 
 def test_base_loads_and_generates_without_ringan(base):

@@ -14,7 +14,7 @@ MAX_LINES = 400
 REPEAT_LINES = 11  # a block of more than 10 lines may stand in one place only
 
 
-# the shipped base's copies of ringan/modeling/ (the code `trust_remote_code` runs), never imported by the package;
+# the shipped base's links to ringan/modeling/ (the code `trust_remote_code` runs), never imported as modules;
 # tests/test_interop.py holds them equal to the package's files
 MODEL_FOLDER_CODE = PACKAGE / "base"
 

@@ -92,7 +92,11 @@ def card_for_repo(card: str, repo_id: str) -> str:
 
 
 def _inside(folder: Path, path: Path) -> Path:
-    """`path`, if it really lies in `folder`: a link that leads out of it is refused."""
+    """`path`, if it really lies in `folder`: a link that leads out of it is refused, except the shipped base's
+    links to this package's own modeling code (the code the folder runs with `trust_remote_code`)."""
+    modeling = Path(__file__).resolve().parents[1] / "modeling"
+    if path.suffix == ".py" and path.resolve().parent == modeling:
+        return path
     if folder.resolve() not in path.resolve().parents:
         raise UserError(
             f"{path}: is a link to {path.resolve()}, outside the model folder; push never follows a link out of the "
