@@ -203,13 +203,13 @@ def _check_inputs(o: TrainOptions) -> Path:
         require_extra("tensorboard", ("tensorboard",))
     start = init_folder(o.init_from)
     if start is not None:
+        check_saved_model(start)
         given = [flag(name) for name in NEW_MODEL_OPTIONS if getattr(o, name) != default_of(TrainOptions, name)]
         if given:
             raise UserError(
                 f"{' '.join(given)} with --init-from {o.init_from}: the model's sizes come from it; "
                 "pass --init-from none to train a new model of these sizes"
             )
-        check_saved_model(start)
         if o.tokenizer:
             raise UserError(f"--tokenizer with --init-from {o.init_from}: the model brings its own tokenizer")
     if o.tokenizer:
