@@ -6,7 +6,7 @@ checkpoint kept) and one learning rate; the quickstart's fine-tune (fixed steps,
 them as the gain to match. Bits per byte on the 5 held-out entries.
 
     python experiments/finetune_lr.py                   # writes experiments/results/finetune_lr/sweep.json
-    python experiments/finetune_lr.py --epochs 20 --rates 3e-4 1e-3 --no-quickstart   # sweep_ep20.json
+    python experiments/finetune_lr.py --epochs 20 --rates 3e-4 1e-3 --no-quickstart   # sweep_epochs20.json
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=RATES)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=float, help="the README command with this many epochs instead of its default")
+    parser.add_argument("--max-length", type=int, help="the README command with this --max-length")
     parser.add_argument("--no-quickstart", action="store_true", help="leave out the quickstart's arm")
     args = parser.parse_args()
     train_entries, held_entries = split_entries(load_default_corpus(), 0.1, 0)
@@ -43,14 +44,16 @@ def main() -> None:
     write_dialogues(data, train_entries)
     write_dialogues(held_out, held_entries)
     report = {"base": held_out_bpb(base_model_path(), held_out), "readme_command": {}}
-    epochs = {"epochs": args.epochs} if args.epochs else {}
-    suffix = f"_ep{args.epochs:g}" if args.epochs else ""
-    arms = {f"readme_lr{lr:g}{suffix}": dict(learning_rate=lr, **epochs) for lr in args.rates}
+    changed = {"epochs": args.epochs, "max_length": args.max_length}
+    changed = {name: value for name, value in changed.items() if value}
+    suffix = "".join(f"_{name}{value:g}" for name, value in changed.items())
+    arms = {f"readme_lr{lr:g}{suffix}": dict(learning_rate=lr, **changed) for lr in args.rates}
     if not args.no_quickstart:  # the quickstart's own fine-tune, as the quickstart calls `ringan train`
-        from ringan.commands.quickstart import BASE_LEARNING_RATE, QUICKSTART_STEPS
+        from ringan.commands.quickstart import QUICKSTART_STEPS
+        from ringan.commands.train import FINE_TUNE_LEARNING_RATE
 
         arms["quickstart"] = dict(
-            learning_rate=BASE_LEARNING_RATE,
+            learning_rate=FINE_TUNE_LEARNING_RATE,
             validation_fraction=0.0,
             max_length=512,
             max_steps=QUICKSTART_STEPS,

@@ -233,16 +233,21 @@ def test_chat_and_generate_with_the_base_as_the_readme_writes_them(tmp_path):
     assert "Budi: Mau ke mana kita?" in generate.stdout
 
 
-def test_train_picks_the_measured_fine_tuning_rate_from_a_model_and_its_own_for_a_new_one():
+def test_train_picks_the_measured_fine_tuning_schedule_from_a_model_and_its_own_for_a_new_one():
     """Before: `ringan train --data my.txt` fine-tuned the base at a new model's 3e-3 (no better than no training)."""
     from ringan.commands.train import (
+        FINE_TUNE_EPOCHS,
         FINE_TUNE_LEARNING_RATE,
+        NEW_MODEL_EPOCHS,
         NEW_MODEL_LEARNING_RATE,
         TrainOptions,
+        epochs,
         learning_rate,
     )
 
     assert FINE_TUNE_LEARNING_RATE < NEW_MODEL_LEARNING_RATE
-    assert learning_rate(TrainOptions(init_from="base")) == FINE_TUNE_LEARNING_RATE
-    assert learning_rate(TrainOptions(init_from="none")) == NEW_MODEL_LEARNING_RATE
-    assert learning_rate(TrainOptions(init_from="base", learning_rate=5e-4)) == 5e-4
+    base, new = TrainOptions(init_from="base"), TrainOptions(init_from="none")
+    assert (learning_rate(base), epochs(base)) == (FINE_TUNE_LEARNING_RATE, FINE_TUNE_EPOCHS)
+    assert (learning_rate(new), epochs(new)) == (NEW_MODEL_LEARNING_RATE, NEW_MODEL_EPOCHS)
+    given = TrainOptions(init_from="base", learning_rate=5e-4, epochs=3)
+    assert (learning_rate(given), epochs(given)) == (5e-4, 3)

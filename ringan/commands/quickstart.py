@@ -16,14 +16,11 @@ from .evaluate import evaluate
 from .generate import generate
 from .hub import card_with_held_out
 from .tokenizer import train_tokenizer
-from .train import NEW_MODEL_LEARNING_RATE, train
+from .train import FINE_TUNE_LEARNING_RATE, NEW_MODEL_LEARNING_RATE, train
 
 HELD_OUT = "held_out.txt"
 TRAIN_SPLIT = "train.txt"
 SPLIT_SEED = 0  # the experiments' split of the bundled corpus
-BASE_LEARNING_RATE = (
-    3e-4  # fine-tuning the base: the best of 1e-4..3e-3 on the quickstart split (experiments/RESULTS.md)
-)
 # a fixed step count, not a time budget: the same command gives the same model on every machine
 QUICKSTART_STEPS = 100
 # Loads the saved model the way a user without the package would, and greedily writes the next speaker's turn
@@ -79,7 +76,7 @@ def quickstart(options: QuickstartOptions | None = None, /, **overrides) -> dict
     base = _shipped_base()
     if base is not None:
         print(f"start: Ringan-base ({base}), fine-tuned in fp32 (--init-from base)")
-        start = {"init_from": "base", "learning_rate": BASE_LEARNING_RATE}
+        start = {"init_from": "base", "learning_rate": FINE_TUNE_LEARNING_RATE}
     else:
         print("start: a new model (this installation has no Ringan-base)")
         tok_dir = output / "tokenizer"

@@ -27,10 +27,10 @@ from .hub import model_card
 from .train_setup import build_model, close_progress_bars, model_sizes, save_final_model, tokenizer_folder
 
 NEW = " (--init-from none only)"
-# a new model's rate (the mixer screen's choice), and fine-tuning's: the best of 1e-4..3e-3 for the README's
-# `ringan train --data my.txt` from Ringan-base on the bundled corpus (experiments/RESULTS.md, finetune_lr.py)
-NEW_MODEL_LEARNING_RATE = 3e-3
-FINE_TUNE_LEARNING_RATE = 1e-3
+# a new model's rate (the mixer screen's choice) and epochs, and fine-tuning's: the best measured for the README's
+# `ringan train --data my.txt` from Ringan-base on the bundled corpus (experiments/RESULTS.md §4, finetune_lr.py)
+NEW_MODEL_LEARNING_RATE, NEW_MODEL_EPOCHS = 3e-3, 10.0
+FINE_TUNE_LEARNING_RATE, FINE_TUNE_EPOCHS = 3e-4, 20.0
 MAX_STEPS = 1_000_000_000  # limits on a run's length: a typo never trains without end
 MAX_EPOCHS = 100_000
 MODEL = config_defaults()  # RinganConfig's defaults, read without importing torch (a fast --help)
@@ -109,8 +109,12 @@ class TrainOptions(Options):
         default_text=f"{FINE_TUNE_LEARNING_RATE:g} when fine-tuning (--init-from base or a folder), "
         f"{NEW_MODEL_LEARNING_RATE:g} for a new model",
     )
-    epochs: float = option(
-        10.0, "passes over the training data (ignored when --max-steps is given)", above=0, maximum=MAX_EPOCHS
+    epochs: float | None = option(
+        None,
+        "passes over the training data (ignored when --max-steps is given)",
+        above=0,
+        maximum=MAX_EPOCHS,
+        default_text=f"{FINE_TUNE_EPOCHS:g} when fine-tuning, {NEW_MODEL_EPOCHS:g} for a new model",
     )
     max_steps: int = option(
         -1, "total optimizer steps (-1: use --epochs; otherwise 1 or more)", minimum=-1, maximum=MAX_STEPS
@@ -242,6 +246,13 @@ def learning_rate(o: TrainOptions) -> float:
     return FINE_TUNE_LEARNING_RATE if init_folder(o.init_from) else NEW_MODEL_LEARNING_RATE
 
 
+def epochs(o: TrainOptions) -> float:
+    """`--epochs`, or the default for what the run starts from, as `learning_rate`."""
+    if o.epochs is not None:
+        return o.epochs
+    return FINE_TUNE_EPOCHS if init_folder(o.init_from) else NEW_MODEL_EPOCHS
+
+
 def _arguments(o: TrainOptions, output: Path, evaluate: bool):
     from ..training import training_arguments
 
@@ -251,7 +262,7 @@ def _arguments(o: TrainOptions, output: Path, evaluate: bool):
         grad_accum=o.grad_accum,
         learning_rate=learning_rate(o),
         weight_decay=o.weight_decay,
-        epochs=o.epochs,
+        epochs=epochs(o),
         max_steps=o.max_steps,
         logging_steps=o.logging_steps,
         eval_steps=o.eval_steps if evaluate else None,
@@ -284,7 +295,7 @@ def _run(o, args, output: Path, plan: RunPlan, tok, vocabs, splits, text_lines, 
     world = args.world_size
     batches = math.ceil(math.ceil(len(train_examples) / o.batch_size) / world)
     steps_per_epoch = max(math.ceil(batches / o.grad_accum), 1)
-    total_steps = o.max_steps if o.max_steps > 0 else math.ceil(steps_per_epoch * o.epochs)
+    total_steps = o.max_steps if o.max_steps > 0 else math.ceil(steps_per_epoch * epochs(o))
     args.warmup_steps = math.ceil(o.warmup_ratio * total_steps)
     main = args.process_index == 0
     done = checkpoint_step(plan.resume_from) if plan.resume_from else 0
