@@ -784,7 +784,7 @@ def test_pushes_only_what_a_model_needs(tmp_path, trained_run, monkeypatch, caps
     )
     code = {f for f in pushed["files"] if f.endswith(".py")}
     assert code == {p.name for p in model.glob("*.py")}  # every modeling file (they import each other), nothing else
-    assert "left out 3 files" in printed
+    assert "leaves out 3 files" in printed
 
 
 def test_a_real_command_line_refusal_has_no_traceback_and_no_prompt(tmp_path, trained_run):

@@ -681,8 +681,10 @@ def onnx_generate(
         return runner.generate(prompt, max_new_tokens, stop_at_eos, **conditioning)
     from transformers import AutoTokenizer
 
+    from ..tokenization import encode_text
+
     tokenizer = AutoTokenizer.from_pretrained(runner.out_dir)
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = encode_text(tokenizer, prompt, add_special_tokens=False)["input_ids"]
     tokens = runner.generate(ids, max_new_tokens, stop_at_eos, **conditioning)
     return tokenizer.decode(tokens[len(ids) :], skip_special_tokens=True).strip()
 
