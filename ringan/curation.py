@@ -38,7 +38,7 @@ SPLITS = {"test": 5, "validation": 5}  # percent of Topik; the rest is train
 
 _WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*", re.UNICODE)
 _FORMAL = re.compile(r"\b(saya|anda)\b", re.IGNORECASE)
-_SLANG = re.compile(r"\b(gue|gua|lo|lu|elo|elu)\b", re.IGNORECASE)
+_SLANG = re.compile(r"\b(gue|lo|lu|elo|elu)\b", re.IGNORECASE)  # not "gua": also a cave
 # openings a tiny model would learn as the way every explanation starts (the corpus plan bans them)
 STOCK_OPENINGS = (
     "pertanyaan bagus",

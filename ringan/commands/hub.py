@@ -243,7 +243,7 @@ def model_card(
         license="cc-by-sa-4.0" if base_model else "apache-2.0",
         base_meta=f"\nbase_model: {base_hub_id}" if base_hub_id else "",
         model_id=model_id,
-        started=f"{base_model} (fine-tuned)" if base_model else "random weights",
+        started=f"fine-tuned from {base_model}" if base_model else "random weights",
         **_conditioning_usage(config, topics[0] if topics else "..."),
     )
 

@@ -351,7 +351,7 @@ def _run(o, args, output: Path, plan: RunPlan, tok, vocabs, splits, text_lines, 
             print(f"keep-best: the final model is the step-{trainer.best['step']} weights (lowest validation loss)")
 
     if main:
-        base = "Ringan-base (shipped with the ringan package)" if o.init_from == "base" else None
+        base = "Ringan-base, shipped with the ringan package" if o.init_from == "base" else None
         card = model_card(
             model.config,
             n_params,
