@@ -90,3 +90,18 @@ def conditioning(model, batch: int, seed: int = 0, per_token: int | None = None)
 def select_rows(inputs: dict, rows) -> dict:
     """The conditioning inputs of some rows of a batch (`rows`: a slice or index tensor)."""
     return {k: v[rows] for k, v in inputs.items()}
+
+
+def fake_hub(monkeypatch) -> dict:
+    """`HfApi` without a network: `create_repo` answers a URL, `create_commit` records the paths it was given in
+    the returned dict's `files`."""
+    from huggingface_hub import HfApi
+
+    pushed: dict = {}
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: f"https://hf.co/{repo_id}")
+    monkeypatch.setattr(
+        HfApi,
+        "create_commit",
+        lambda self, repo_id, operations, **kw: pushed.update(files=[o.path_in_repo for o in operations]),
+    )
+    return pushed

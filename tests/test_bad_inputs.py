@@ -759,7 +759,6 @@ def test_a_ringan_folder_shipping_its_own_modeling_code_loads_the_installed_clas
 
 
 def test_pushes_only_what_a_model_needs(tmp_path, trained_run, monkeypatch, capsys):
-    from huggingface_hub import HfApi
 
     model = tmp_path / "model"
     shutil.copytree(trained_run / "model", model)
@@ -767,13 +766,9 @@ def test_pushes_only_what_a_model_needs(tmp_path, trained_run, monkeypatch, caps
     (model / "scratch").mkdir()
     (model / "scratch" / "big.bin").write_bytes(b"0" * 100)
     (model / "card-link.md").symlink_to(model / "README.md")  # a link inside the folder: not a model file either
-    pushed = {}
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: f"https://hf.co/{repo_id}")
-    monkeypatch.setattr(
-        HfApi,
-        "create_commit",
-        lambda self, repo_id, operations, **kw: pushed.update(files=[o.path_in_repo for o in operations]),
-    )
+    from helpers import fake_hub
+
+    pushed = fake_hub(monkeypatch)
     printed = _run_ok(["push", "--model", str(model), "--repo-id", "me/tiny"], capsys)
     expected = {
         "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",

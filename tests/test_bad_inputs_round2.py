@@ -473,20 +473,15 @@ def test_import_ringan_then_transformers_registers_the_auto_classes():
 
 def test_push_takes_the_standard_list_form_of_auto_map(tmp_path, trained_run, monkeypatch, capsys):
     """Before: `"AutoTokenizer": ["x.Tok", null]` in config.json ended in an AttributeError."""
-    from huggingface_hub import HfApi
 
     model = tmp_path / "model"
     shutil.copytree(trained_run / "model", model)
     config = json.loads((model / "config.json").read_text())
     config["auto_map"]["AutoTokenizer"] = [None, "modeling_ringan.RinganForCausalLM"]
     (model / "config.json").write_text(json.dumps(config))
-    pushed = {}
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: f"https://hf.co/{repo_id}")
-    monkeypatch.setattr(
-        HfApi,
-        "create_commit",
-        lambda self, repo_id, operations, **kw: pushed.update(files=[o.path_in_repo for o in operations]),
-    )
+    from helpers import fake_hub
+
+    pushed = fake_hub(monkeypatch)
     assert main(["push", "--model", str(model), "--repo-id", "me/tiny"]) == 0, capsys.readouterr().err[-2000:]
     assert {"config.json", "modeling_ringan.py", "configuration_ringan.py"} <= set(pushed["files"])
 
