@@ -88,7 +88,7 @@ def card_for_repo(card: str, repo_id: str) -> str:
     """The model card as uploaded to `repo_id`: its usage snippet loads from the repository, not the local folder."""
     import re
 
-    return re.sub(r'^model_id = ".*"$', f"model_id = {repo_id!r}".replace("'", '"'), card, flags=re.MULTILINE)
+    return re.sub(r'^model_id = ".*"$', lambda _: f'model_id = "{repo_id}"', card, flags=re.MULTILINE)
 
 
 def _inside(folder: Path, path: Path) -> Path:
