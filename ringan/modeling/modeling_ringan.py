@@ -171,11 +171,6 @@ class RinganPreTrainedModel(PreTrainedModel):
             if isinstance(m, QUANTIZED_MODULES) and not (exclude_embeddings and isinstance(m, QuantizedEmbedding))
         )
 
-    @property
-    def is_quantized_ringan(self) -> bool:
-        """Whether the weights are stored in int8/int4 (`config.quantization`); such a model runs, but cannot train."""
-        return bool(self.config.quantization)
-
     def dequantize(self, dtype: torch.dtype | None = None) -> RinganPreTrainedModel:
         """Turn the int8/int4 weights into float ones, in place (transformers' name for it): what training, PEFT or
         TRL need from a quantized checkpoint such as Ringan-base. Returns the model."""
@@ -185,7 +180,8 @@ class RinganPreTrainedModel(PreTrainedModel):
         return self
 
     def _refuse_quantized_training(self) -> None:
-        if self.training and torch.is_grad_enabled() and self.is_quantized_ringan:
+        # int8/int4 weights (`config.quantization`) run, but cannot train
+        if self.training and torch.is_grad_enabled() and self.config.quantization:
             raise ValueError(
                 f"{type(self).__name__}: this model's weights are stored in int{self.config.quantization['bits']}, "
                 f"so training would update only its {super().num_parameters():,} norm and bias parameters; call "
