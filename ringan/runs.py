@@ -4,7 +4,7 @@ to overwrite), leftovers of a killed run recovered, and what every process of a 
 `prepare_run` is the main process's decision, made while it holds `OUTPUT/.ringan.lock`:
 
 - a fresh run (no `--resume`) needs a folder without another run's files (`checkpoint-N`, `model`, `best`,
-  `tokenizer`, `metrics.csv`, `runs`, `run.json`); `--overwrite` deletes them first (nothing else is touched);
+  `tokenizer`, `metrics.csv`, `runs`, `run.json`, `options.json`); `--overwrite` deletes them first (nothing else is touched);
 - `--resume auto` continues from the run's latest complete checkpoint (a run without one starts again, unless it
   already saved a model); `--resume PATH` from that checkpoint, which must be the latest of its run when it sits in
   OUTPUT (a checkpoint of another folder starts a new run in an empty OUTPUT);
@@ -40,7 +40,8 @@ def complete_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 RUN_FILE = "run.json"
-RUN_FILES = ("model", "best", "tokenizer", "metrics.csv", "runs", RUN_FILE, ".staging")
+OPTIONS_FILE = "options.json"  # the options a run resolved (`ringan train --config OUTPUT/options.json` replays it)
+RUN_FILES = ("model", "best", "tokenizer", "metrics.csv", "runs", RUN_FILE, OPTIONS_FILE, ".staging")
 TOKENIZER_DIR = "tokenizer"  # the tokenizer a run trained, shared by its processes and reused on resume
 
 

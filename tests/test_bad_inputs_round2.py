@@ -514,10 +514,7 @@ def test_resume_from_a_checkpoint_holding_values_of_the_wrong_kind_is_one_line(
 
 
 def _tiny_model():
-    from ringan.modeling import RinganConfig, RinganForCausalLM
-
-    config = RinganConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_attention_heads=4)
-    return RinganForCausalLM(config).eval()
+    return _other_model()
 
 
 API_MISUSE = {  # Python API calls that ended in low-level errors (or returned every position silently)
@@ -535,7 +532,26 @@ API_MISUSE = {  # Python API calls that ended in low-level errors (or returned e
         "inputs_embeds must have hidden_size=32 features, got 7",
     ),
     "an empty batch": (lambda ids: {"input_ids": ids[:0]}, "the batch is empty"),
+    "a cache from a wider model": (
+        lambda ids: {"input_ids": ids, "cache": _other_model(hidden_size=64)(ids, use_cache=True).cache},
+        "cache layers.0.conv: shape (2, 192, 3), expected (2, 96, 3)",
+    ),
+    "a cache from a deeper model": (
+        lambda ids: {"input_ids": ids, "cache": _other_model(num_hidden_layers=3)(ids, use_cache=True).cache},
+        "the cache holds 3 layers but the model has 2",
+    ),
+    "a cache from a linear-attention model": (
+        lambda ids: {"input_ids": ids, "cache": _other_model(attention_type="linear")(ids, use_cache=True).cache},
+        "cache layers.0.normalizer: shape (2, 4, 8), expected no such tensor for this model",
+    ),
 }
+
+
+def _other_model(**sizes):
+    from ringan.modeling import RinganConfig, RinganForCausalLM
+
+    fields = {"vocab_size": 300, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, **sizes}
+    return RinganForCausalLM(RinganConfig(**fields)).eval()
 
 
 @pytest.mark.parametrize("name", list(API_MISUSE))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import ROOT, TINY, one_line_error, run_cli
+from safetensors.torch import load_file
 
 from ringan.cli import main
 from ringan.commands import VERBS
@@ -305,9 +306,34 @@ def test_config_file_with_command_line_override(tmp_path):
     )
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["hidden_size"] == 32 and config["attention_type"] == "gated"
+    # the run folder records every resolved option: replaying it elsewhere trains the same model
+    recorded = json.loads((out / "options.json").read_text())
+    assert recorded["attention_type"] == "gated" and recorded["eval_steps"] == 2 and recorded["learning_rate"] == 3e-3
+    replay = tmp_path / "replay"
+    assert main(["train", "--config", str(out / "options.json"), "--output", str(replay)]) == 0
+    assert json.loads((replay / "options.json").read_text()) == {**recorded, "output": str(replay)}
+    assert (
+        load_file(str(replay / "model" / "model.safetensors")).keys()
+        == load_file(str(out / "model" / "model.safetensors")).keys()
+    )
+    for name, weight in load_file(str(out / "model" / "model.safetensors")).items():
+        assert torch.equal(weight, load_file(str(replay / "model" / "model.safetensors"))[name]), name
     bad_cfg = tmp_path / "bad.yaml"
     bad_cfg.write_text("hidden_sise: 32\n")
     assert main(["train", "--config", str(bad_cfg)]) == 2
+
+
+def test_validation_data_holds_out_exactly_those_entries(tmp_path, capsys):
+    entries = load_default_corpus()
+    write_dialogues(tmp_path / "train.txt", entries[:30])
+    write_dialogues(tmp_path / "val.txt", entries[30:33])
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--data", str(tmp_path / "train.txt"), "--max-steps", "2", "--output", str(out)]
+    assert main([*args, "--validation-data", str(tmp_path / "val.txt")]) == 0
+    printed = capsys.readouterr().out
+    assert "30 train / 3 validation entries" in printed and "on 3 held-out entries" in printed
+    assert main([*args, "--validation-data", "val.txt", "--validation-fraction", "0.2", "--overwrite"]) == 2
+    assert "--validation-data and --validation-fraction" in capsys.readouterr().err
 
 
 def test_fine_tune_from_a_saved_model_keeps_topic_ids(trained, tmp_path):

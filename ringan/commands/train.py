@@ -11,7 +11,7 @@ from ..data import LabelVocab, read_dialogues, split_entries
 from ..defaults import VOCAB_BOUNDS, config_defaults
 from ..errors import OptionError, UserError
 from ..options import Options, default_of, flag, option
-from ..runs import RunPlan, on_main_process, prepare_run, refuse_other_run
+from ..runs import OPTIONS_FILE, RunPlan, on_main_process, prepare_run, refuse_other_run
 from .common import (
     check_saved_model,
     data_option,
@@ -48,6 +48,11 @@ class TrainOptions(Options):
     """
 
     data: list[str] | None = data_option()
+    validation_data: list[str] | None = option(
+        None,
+        "dialogue files or folders to validate on (then all of --data trains and --validation-fraction is unused)",
+        default_text="--validation-fraction of --data's entries",
+    )
     output: str = option("runs/ringan", "run folder (checkpoints, metrics.csv, model/)")
     tokenizer: str | None = option(
         None, "a saved tokenizer folder", default_text="train one on the data, saved in OUTPUT/model"
@@ -157,7 +162,11 @@ def train(options: TrainOptions | None = None, /, *, callbacks: Sequence = (), *
     set_seed(o.seed)
     hf_logging.disable_progress_bar()  # no "Writing model shards" bars in the training log
     entries = read_dialogues(data_paths(o.data))
-    train_entries, val_entries = split_entries(entries, o.validation_fraction, o.seed)
+    if o.validation_data:
+        train_entries, val_entries = entries, read_dialogues(data_paths(o.validation_data))
+        entries = [*entries, *val_entries]
+    else:
+        train_entries, val_entries = split_entries(entries, o.validation_fraction, o.seed)
     if not train_entries:
         raise UserError("no training data: every entry went to validation (lower --validation-fraction)")
     text_lines = read_text_lines(o.text or [])
@@ -170,6 +179,7 @@ def train(options: TrainOptions | None = None, /, *, callbacks: Sequence = (), *
 
     def prepare() -> tuple[RunPlan, str]:
         plan, held["lock"] = prepare_run(output, o.resume, o.overwrite, keep=keep)
+        write_options(o, output)
         return plan, str(tokenizer_folder(o, plan, output, train_entries, text_lines))
 
     try:
@@ -179,6 +189,20 @@ def train(options: TrainOptions | None = None, /, *, callbacks: Sequence = (), *
     finally:
         if "lock" in held:
             held["lock"].release()
+
+
+def write_options(o: TrainOptions, output: Path) -> None:
+    """OUTPUT/options.json: every option this run resolved, so `ringan train --config OUTPUT/options.json` replays
+    it (the folder choices `--resume`/`--overwrite` are left out: they say what to do with OUTPUT, not the run)."""
+    import json
+
+    from ..files import write_text_atomically
+    from ..options import option_fields
+
+    values = {name: getattr(o, name) for name in option_fields(TrainOptions) if name not in ("resume", "overwrite")}
+    values["learning_rate"], values["epochs"] = learning_rate(o), epochs(o)
+    text = json.dumps(values, indent=1, ensure_ascii=False) + "\n"
+    write_text_atomically(output / OPTIONS_FILE, text, "the run's options")
 
 
 # the options that shape a new model: refused with a model to start from, which brings its own
@@ -197,6 +221,8 @@ def _check_inputs(o: TrainOptions) -> Path:
         raise UserError("--resume and --overwrite: choose one (continue the run, or replace it)")
     if not o.output.strip():
         raise OptionError("--output", "expected a folder name", "''")
+    if o.validation_data and o.validation_fraction != default_of(TrainOptions, "validation_fraction"):
+        raise UserError("--validation-data and --validation-fraction: choose one (a file to validate on, or a share)")
     if o.max_steps == 0:
         raise OptionError("--max-steps", f"expected -1 (use --epochs) or an integer in [1, {MAX_STEPS}]", "0")
     if o.resume and o.resume != "auto":

@@ -113,6 +113,27 @@ class RinganCache:
     def batch_repeat_interleave(self, repeats: int) -> None:
         self._map(lambda t: t.repeat_interleave(repeats, dim=0))
 
+    def check_fits(self, config, batch: int) -> None:
+        """A cache made by another model (other sizes, layers or mixer) or for another batch is refused here, in
+        one line naming the tensor, rather than deep inside a matmul (or, worse, continued with the wrong state)."""
+        if len(self.states) != config.num_hidden_layers:
+            raise ValueError(f"the cache holds {len(self.states)} layers but the model has {config.num_hidden_layers}")
+        if self.seen_tokens.shape[0] != batch:
+            raise ValueError(f"the cache holds {self.seen_tokens.shape[0]} rows but the input has {batch}")
+        heads, dim = config.num_attention_heads, config.head_dim
+        expected = {"state": (batch, heads, dim, dim)}
+        if config.attention_type == "linear":
+            expected["normalizer"] = (batch, heads, dim)
+        if config.conv_size:
+            expected["conv"] = (batch, 3 * config.hidden_size, config.conv_size - 1)
+        if self.condition is not None and self.condition.shape[-1] != config.hidden_size:
+            raise ValueError(f"cache condition: width {self.condition.shape[-1]}, expected {config.hidden_size}")
+        for i, layer_state in enumerate(self.states):
+            for name, tensor in (layer_state or {}).items():
+                if name not in expected or tuple(tensor.shape) != expected[name]:
+                    want = expected.get(name, "no such tensor for this model")
+                    raise ValueError(f"cache layers.{i}.{name}: shape {tuple(tensor.shape)}, expected {want}")
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Flat tensors (for safetensors): a saved chat resumes without re-reading its history."""
         out = {"seen_tokens": self.seen_tokens}
@@ -476,8 +497,8 @@ class RinganModel(RinganPreTrainedModel):
         if seq_len == 0:
             raise ValueError("the input is empty: pass at least one token")
         device = inputs_embeds.device
-        if cache is not None and cache.seen_tokens.shape[0] != batch:
-            raise ValueError(f"the cache holds {cache.seen_tokens.shape[0]} rows but the input has {batch}")
+        if cache is not None:
+            cache.check_fits(self.config, batch)
 
         token_mask = _token_mask(attention_mask, batch, seq_len, device)
         checking = not (torch.compiler.is_compiling() or torch.jit.is_tracing())
