@@ -76,16 +76,19 @@ def test_the_base_answers_by_name(verb, capsys):
 
 
 def test_the_readme_conditioning_example_runs(capsys):
-    """The README's code example for a new Topik and Konteks, run as written, against the shipped base."""
+    """The README's Python example and the conditioning example in docs/python.md, run as written, against the
+    shipped base."""
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"## Conditioning on a Topik and Konteks.*?```python\n(.*?)```", readme, re.S)
-    assert block, "the README has a Python example under its conditioning section"
-    torch.manual_seed(0)
-    exec(compile(block.group(1), "README.md", "exec"), {})
-    assert capsys.readouterr().out.strip()  # it printed a reply
+    root = Path(__file__).resolve().parents[1]
+    for page, heading in (("README.md", "## Python"), ("docs/python.md", "## Conditioning on a Topik and Konteks")):
+        text = (root / page).read_text(encoding="utf-8")
+        block = re.search(re.escape(heading) + r"\n.*?```python\n(.*?)```", text, re.S)
+        assert block, f"{page} has a Python example under {heading!r}"
+        torch.manual_seed(0)
+        exec(compile(block.group(1), page, "exec"), {})
+        assert capsys.readouterr().out.strip()  # it printed a reply
 
 
 def test_training_starts_from_the_base_by_default_and_the_card_names_it(tmp_path, capsys):

@@ -184,10 +184,12 @@ def test_plain_generate_and_pipeline_stop_at_the_end_of_the_reply(trained):
 
 
 def test_generate_reply_tokens_end_at_the_turn(trained):
-    from ringan.app import generate_reply, load_model, prompt_text
+    from ringan.commands.common import load_model
+    from ringan.commands.generate import generate_reply
+    from ringan.data import render_dialogue
 
     model, tok = load_model(trained / "model")
-    prompt = prompt_text("T", "K", [], "A")
+    prompt = render_dialogue("T", "K", [], "A")
     seen = []
     real = model.generate
 
@@ -205,7 +207,7 @@ def test_generate_reply_tokens_end_at_the_turn(trained):
 
 
 def test_chat_session_resume_gives_the_same_replies(trained, tmp_path):
-    from ringan.app import chat_job
+    from ringan.commands.chat import chat as chat_job
 
     model = str(trained / "model")
     kwargs = dict(model=model, max_new_tokens=6, greedy=True)
@@ -218,9 +220,9 @@ def test_chat_session_resume_gives_the_same_replies(trained, tmp_path):
     assert resumed.token_ids == straight.token_ids
     assert resumed.seen == straight.seen
     # the state read exactly the tokens a one-shot prompt of the same conversation gives (no stray "\n\n" token)
-    from ringan.app import prompt_text
+    from ringan.data import render_dialogue
 
-    first = prompt_text(straight.topic, straight.context, straight.turns[:1], straight.bot)
+    first = render_dialogue(straight.topic, straight.context, straight.turns[:1], straight.bot)
     expected = straight.tok(first)["input_ids"]
     assert straight.token_ids[: len(expected)] == expected
     # the session file holds the fixed-size state, not the history's activations
@@ -472,12 +474,12 @@ def test_checkpoints_print_no_shard_bars_into_the_training_log(tmp_path, capsys)
     assert "Loading weights" not in printed.out + printed.err
 
 
-def test_readme_names_exactly_the_verbs_that_have_threads():
+def test_docs_name_exactly_the_verbs_that_have_threads():
     import re
 
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join((ROOT / "docs" / "performance.md").read_text().split())
     sentence = re.search(r"The verbs that run the model in PyTorch have `--threads`: ([^.]*)\.", readme)
-    assert sentence, "the README says which verbs have --threads"
+    assert sentence, "docs/performance.md says which verbs have --threads"
     named = set(re.findall(r"`(\w+)`", sentence.group(1)))
     from ringan.options import option_fields
 
@@ -498,7 +500,7 @@ def test_examples_are_described_as_they_are():
         "ringan.data",
         "ringan.training",
     }
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join((ROOT / "docs" / "layout.md").read_text().split())
     assert "examples with plain transformers code" not in readme
     assert "it reads the dialogue format with `ringan.data` and builds the inputs with `ringan.training`" in readme
 

@@ -352,8 +352,8 @@ def test_the_documented_accelerate_command_runs_two_processes_on_a_cpu(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "on 2 processes x batch 2" in result.stdout
     assert (tmp_path / "acc" / "checkpoint-20" / "rng_state_1.pth").exists()
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    assert "accelerate launch --multi_gpu --num_processes 2 -m ringan.cli train" in readme
+    docs = " ".join((ROOT / "docs" / "cli.md").read_text().split())
+    assert "accelerate launch --multi_gpu --num_processes 2 -m ringan.cli train" in docs
 
 
 def test_printed_step_count_is_what_the_trainer_runs_with_accumulation(tmp_path, capsys):
