@@ -90,7 +90,7 @@ class Setup:
         return folder
 
     def session(self) -> Path:
-        from ringan.app import chat_job
+        from ringan.commands.chat import chat as chat_job
 
         path = self.tmp / "made.safetensors"
         with (

@@ -11,14 +11,11 @@ CONDITIONING_MODES = ("text", "ids", "none")
 ACTIVATIONS = ("gelu", "relu", "silu")
 
 
-# Fields added after checkpoints were first saved, with the value those checkpoints were built with. Saved configs
-# list every field, so only a config older than the field lacks it.
 SIZE_LIMITS = {
     "vocab_size": 1 << 20, "hidden_size": 16384, "intermediate_size": 65536, "num_hidden_layers": 256,
     "num_attention_heads": 1024, "num_topics": 1_000_000, "num_contexts": 1_000_000, "chunk_size": 65536,
     "prefill_segment_size": 1 << 20, "conv_size": 64,
 }  # fmt: skip
-FIELDS_ADDED_LATER = {"conv_size": 0, "use_output_gate": False, "gated_mlp": False, "conditioning": "ids"}
 
 
 class RinganConfig(PreTrainedConfig):
@@ -142,12 +139,6 @@ class RinganConfig(PreTrainedConfig):
     bos_token_id: int | None = 1
     eos_token_id: int | list[int] | None = 2
     tie_word_embeddings: bool = False
-
-    @classmethod
-    def from_dict(cls, config_dict: dict, **kwargs):
-        """A saved config.json from before a field existed was built without that feature: it loads as it was saved
-        (e.g. no `gated_mlp` key = a GELU MLP), not with today's defaults."""
-        return super().from_dict({**FIELDS_ADDED_LATER, **config_dict}, **kwargs)
 
     def __post_init__(self, **kwargs):
         # upper limits keep a damaged or hostile config.json from asking for terabytes
