@@ -1,0 +1,12 @@
+"""`ringan serve`: an OpenAI-compatible HTTP server and a web chat page for a Ringan model.
+
+- `protocol`: request bodies checked into typed requests, OpenAI-style errors;
+- `conversation`: a chat's messages as dialogue-format token pieces, and the hash chain that keys saved states;
+- `state_cache`: saved recurrent states (memory LRU, a folder, Redis);
+- `batcher`: the continuous-batching decode loop (one thread; requests join and leave between steps);
+- `metrics`: counters and histograms in the Prometheus text format;
+- `app`: the Starlette application (routes, limits, API key, streaming).
+
+Starlette and uvicorn are an optional extra (`pip install 'ringan[serve]'`); nothing here is imported by the CLI
+until `ringan serve` runs.
+"""
