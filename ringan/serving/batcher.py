@@ -27,6 +27,7 @@ from ..decoding import TorchStep
 from .conversation import Prompt
 
 log = logging.getLogger("ringan.serve")
+REDRAWS = 8  # draws per row and step before a top-p row settles for its most likely token
 
 
 class QueueFull(Exception):
@@ -89,27 +90,47 @@ def cache_from_state(tensors: dict, num_layers: int):
 
 def draw(logits: torch.Tensor, jobs: list[Job]) -> list[int]:
     """The next token of each row: greedy where `temperature` is 0, else a draw from the row's softmax at its
-    temperature within its top-p nucleus, with a uniform number from the row's own generator."""
+    temperature within its top-p nucleus, with uniform numbers from the row's own generator.
+
+    The nucleus is sampled by rejection, not by sorting the vocabulary (a sort of 128 x 10,000 costs more than a
+    decode step on 2 cores): draw from the whole distribution, keep the token when the mass of the tokens more
+    likely than it is below `top_p` (it is then in the nucleus), else draw again. Accepted draws follow the
+    distribution restricted to the nucleus exactly; after `REDRAWS` misses (a nucleus of under ~30% of the mass)
+    a row takes its most likely token."""
     logits = logits.float()
-    tokens = logits.argmax(-1)
     sampled = [i for i, job in enumerate(jobs) if job.temperature > 0]
-    if sampled:
-        index = torch.tensor(sampled)
-        temps = torch.tensor([jobs[i].temperature for i in sampled])[:, None]
-        probs = (logits[index] / temps).softmax(-1)
-        top_p = torch.tensor([jobs[i].top_p for i in sampled])[:, None]
-        order = None
-        if bool((top_p < 1).any()):
-            probs, order = probs.sort(-1, descending=True)
-            keep = (probs.cumsum(-1) - probs) < top_p  # tokens until the mass reaches top_p
-            keep[:, 0] = True
-            probs = probs * keep
-        cumulative = probs.cumsum(-1)
-        uniforms = torch.tensor([jobs[i]._uniform.random() for i in sampled], dtype=cumulative.dtype)
-        position = torch.searchsorted(cumulative, (uniforms * cumulative[:, -1])[:, None], right=True)
+    if len(sampled) < len(jobs):
+        tokens = torch.from_numpy(logits.numpy().argmax(-1))  # numpy's argmax: ~10x torch's on CPU
+    if not sampled:
+        return tokens.tolist()
+    every = len(sampled) == len(jobs)
+    index = torch.tensor(sampled)
+    temps = torch.tensor([jobs[i].temperature for i in sampled])[:, None]
+    probs = ((logits if every else logits[index]) / temps).softmax(-1)  # no copy of the rows when all sample
+    cumulative = probs.cumsum(-1)
+    top_p = torch.tensor([jobs[i].top_p for i in sampled])
+    chosen = torch.zeros(len(sampled), dtype=torch.long)
+    pending = torch.arange(len(sampled))
+    for _ in range(REDRAWS):
+        uniforms = torch.tensor([jobs[sampled[int(r)]]._uniform.random() for r in pending], dtype=cumulative.dtype)
+        rows = cumulative[pending]
+        position = torch.searchsorted(rows, (uniforms * rows[:, -1])[:, None], right=True)
         position = position.clamp(max=probs.shape[-1] - 1)
-        chosen = order.gather(1, position)[:, 0] if order is not None else position[:, 0]
-        tokens[index] = chosen
+        chosen[pending] = position[:, 0]
+        nucleus = top_p[pending] < 1
+        if not bool(nucleus.any()):
+            pending = pending[:0]
+            break
+        p = probs[pending]
+        mass_above = torch.where(p > p.gather(1, position), p, 0).sum(-1)
+        pending = pending[nucleus & (mass_above >= top_p[pending])]
+        if not len(pending):
+            break
+    if len(pending):
+        chosen[pending] = probs[pending].argmax(-1)
+    if every:
+        return chosen.tolist()
+    tokens[index] = chosen
     return tokens.tolist()
 
 
