@@ -25,6 +25,7 @@ from ringan.serving.state_cache import StateCache  # noqa: E402
 MODEL = "ringan-base"
 TOPIC = "Liburan ke Bali"
 CONTEXT = "Dua teman merencanakan liburan murah ke Bali bulan depan."
+FIRST = ("user", "Budi", "Kita naik apa ke Bali nanti?")
 
 
 def free_port() -> int:

@@ -12,13 +12,12 @@ import time
 import httpx
 import pytest
 import torch
-from serve_helpers import MODEL, TOPIC, chat, client, free_port, messages, openai, running
+from serve_helpers import FIRST, MODEL, TOPIC, chat, client, free_port, messages, openai, running
 
 from ringan.base_model import base_model_path
 from ringan.commands.common import load_model
 from ringan.serving.state_cache import DiskStore
 
-FIRST = ("user", "Budi", "Kita naik apa ke Bali nanti?")
 SECOND = ("user", "Budi", "Oke, terus kita menginap di mana?")
 
 
