@@ -26,8 +26,8 @@ class ServeOptions(Options):
     name: str | None = option(None, "the model id clients pass as 'model'", default_text="the model folder's name")
     state_dir: str | None = option(None, "also keep conversation states in this folder (a restart continues them)")
     redis_url: str | None = option(None, "also keep conversation states in Redis (redis://host:port/db)")
-    cache_mb: int = option(256, "memory for conversation states, in MB (least recently used dropped first)",
-                           minimum=1, maximum=1 << 20)  # fmt: skip
+    cache_mb: int = option(256, "memory for conversation states, in MB (least recently used dropped first; 0: off)",
+                           minimum=0, maximum=1 << 20)  # fmt: skip
     max_streams: int = option(128, "requests decoded together (rows of the batch)", minimum=1, maximum=4096)
     max_queue: int = option(256, "requests waiting for a row; beyond it: 429", minimum=0, maximum=1 << 20)
     max_tokens: int = option(1024, "the most a request's max_tokens may ask for", minimum=1, maximum=131072)

@@ -18,6 +18,7 @@ import collections
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -145,14 +146,15 @@ class Engine:
         notify: Callable[[list[tuple[Job, str, object]]], None],
         on_finished: Callable[[Job, dict | None], None],
         metrics=None,
-        prefill_chunk: int = 512,
+        prefill_chunk: int = 256,
+        prefill_seconds: float = 0.02,
     ):
         self.backend = TorchStep(model)
         self.num_layers = model.config.num_hidden_layers
         self.vocab = model.config.vocab_size
         self.max_streams, self.max_queue = max_streams, max_queue
         self.notify, self.on_finished, self.metrics = notify, on_finished, metrics
-        self.prefill_chunk = prefill_chunk
+        self.prefill_chunk, self.prefill_seconds = prefill_chunk, prefill_seconds
         self._inbox: collections.deque[Job] = collections.deque()
         self._prefilling: list[Job] = []
         self._rows: list[Job] = []
@@ -208,13 +210,14 @@ class Engine:
                     self.notify([(job, "error", "internal error in the decode loop") for job in failed])
 
     def _prefill(self, events: list) -> None:
-        """Read prompt chunks of waiting jobs (about one chunk's worth of tokens per step), then let the jobs whose
-        prompt is read join the batch."""
+        """Read prompt chunks of waiting jobs (for about `prefill_seconds` between two steps, one chunk of a job at a
+        time), then let the jobs whose prompt is read join the batch."""
         while self._inbox and len(self._rows) + len(self._prefilling) < self.max_streams:
             self._prefilling.append(self._inbox.popleft())
-        budget, joining = self.prefill_chunk, []
+        started, joining = time.perf_counter(), []
         for job in list(self._prefilling):
-            if budget <= 0:
+            # a prompt read costs ~10 ms however short it is: cap the time the running streams wait for them
+            if time.perf_counter() - started > self.prefill_seconds and (self._rows or joining):
                 break
             if job.cancelled:
                 self._prefilling.remove(job)
@@ -224,7 +227,6 @@ class Engine:
             ids = torch.tensor([job.prompt.ids[job._fed : end]], dtype=torch.long)
             conditioning = job.prompt.conditioning if job._cache is None else {}
             logits, job._cache = self.backend.prefill(ids, None, conditioning, job._cache)
-            budget -= end - job._fed
             job._fed = end
             if end < len(job.prompt.ids):
                 continue
