@@ -173,7 +173,9 @@ def main() -> None:
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     out = [f"# `ringan serve` under load ({datetime.date.today()})", ""]
-    out += [f"Machine: {platform.machine()}, {os.cpu_count()} cores ({platform.platform()}), server threads "
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    out += [f"Machine: {platform.machine()}, {os.cpu_count()} cores ({platform.platform()}), load average {load} "
+            f"at the start (other jobs share the machine), server threads "
             f"{args.threads}; Ringan-base (int8); clients on the same machine (asyncio + httpx, loopback); "
             f"{args.seconds:g} s per level; chat replies (max_tokens 64, temperature 0.8), each client continuing "
             "its own conversation.", ""]  # fmt: skip

@@ -257,3 +257,31 @@ def test_a_missing_extra_is_one_line_naming_it(capsys, monkeypatch):
     assert main(["serve", "--model", "base"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'ringan[serve]'" in err, err
+
+
+def test_top_p_draws_stay_in_the_nucleus_and_follow_it():
+    import random
+
+    from ringan.serving.batcher import Job, draw
+    from ringan.serving.conversation import Prompt
+
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    jobs = [Job(Prompt([1], {}, True), 10, temperature=1.0, top_p=0.7)]
+    jobs[0]._uniform = random.Random(0)
+    counts = [0] * 4
+    for _ in range(2000):
+        counts[draw(probs.log(), jobs)[0]] += 1
+    assert counts[2] == counts[3] == 0  # 0.5 + 0.3 reach 0.7: the rest is outside the nucleus
+    assert 0.55 < counts[0] / 2000 < 0.7  # 0.5 / 0.8 = 0.625
+    jobs[0].temperature = 0.0
+    assert draw(probs.log(), jobs) == [0]
+
+
+def test_streamed_text_holds_back_what_a_stop_sequence_may_still_take(base):
+    from ringan.serving.replies import ReplyText
+
+    _, tok = base
+    ids = tok(" Halo apa kabar", add_special_tokens=False)["input_ids"]
+    text = ReplyText(tok, chat=True, stop=["kabar"], skip_ids=())
+    deltas = [text.add(t) for t in ids]
+    assert text.stopped and "".join(deltas) == text.content == "Halo apa"

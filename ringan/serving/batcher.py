@@ -52,6 +52,9 @@ class Job:
     finish_reason: str | None = None
     prompt_state: dict | None = None  # the state right after the prompt (what a non-canonical reply leaves)
     sink: object | None = None  # where the app receives this job's events
+    conversation_key: str | None = None  # also save the state under this name (`conversation_id`)
+    stopped_by_text: bool = False  # a stop sequence ended it (the app cancels it)
+    arrived: float = 0.0
     _cache: object | None = None
     _fed: int = 0
     _uniform: random.Random | None = None

@@ -82,13 +82,17 @@ class Server:
             return
         generated = [t for t in job.generated if t not in job.stop_ids]
         content = " ".join(self.tok.decode(generated, skip_special_tokens=True).split("\n")[0].split())
-        canonical = job.finish_reason == "stop" and not getattr(job, "stopped_by_text", False)
+        canonical = job.finish_reason == "stop" and not job.stopped_by_text
         if state is not None and canonical and content and generated == self.builder.reply_piece(content):
             key, saved = prompt.reply_key(generated), SavedState(state, len(prompt.ids) + len(generated))
         else:
             key, saved = prompt.prompt_key, SavedState(job.prompt_state, len(prompt.ids))
+        if int(saved.tensors["seen_tokens"][0]) != saved.length:  # never save a state under a count it did not read
+            log.warning("a finished state read %d tokens, expected %d: not saved", int(saved.tensors["seen_tokens"][0]),
+                        saved.length)  # fmt: skip
+            return
         self.cache.put(key, saved)
-        if getattr(job, "conversation_key", None):
+        if job.conversation_key:
             named = SavedState(
                 {**saved.tensors, "prefix_key": torch.tensor(list(bytes.fromhex(key)), dtype=torch.uint8)}, saved.length
             )
@@ -160,16 +164,20 @@ class Server:
     async def events(self, request: Request, job: Job, text: ReplyText):
         """`(delta, finish_reason)` pairs as tokens arrive; cancels the job when the client goes away (the
         caller's `finally`) or a stop sequence is found."""
-        last = None
+        last, checked = None, time.monotonic()
         try:
             while True:
                 try:
-                    kind, value = await asyncio.wait_for(job.sink.get(), timeout=1.0)
+                    kind, value = await asyncio.wait_for(job.sink.get(), timeout=0.5)
                 except asyncio.TimeoutError:
+                    kind = None
+                now = time.monotonic()
+                if now - checked > 0.5:  # a client that left frees its row (a stream also learns it from Starlette)
+                    checked = now
                     if await request.is_disconnected():
                         return
+                if kind is None:
                     continue
-                now = time.monotonic()
                 if kind == "error":
                     raise ApiError(500, value, None, "internal_error", "server_error")
                 if kind == "token":
