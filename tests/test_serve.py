@@ -285,3 +285,14 @@ def test_streamed_text_holds_back_what_a_stop_sequence_may_still_take(base):
     text = ReplyText(tok, chat=True, stop=["kabar"], skip_ids=())
     deltas = [text.add(t) for t in ids]
     assert text.stopped and "".join(deltas) == text.content == "Halo apa"
+
+
+def test_logs_hold_no_message_contents(url, caplog):
+    import logging
+
+    secret = "Rahasia-ku-jangan-dicatat"
+    with caplog.at_level(logging.DEBUG):
+        chat(client(url), messages(("user", "Budi", secret)), max_tokens=4)
+        with pytest.raises(openai.BadRequestError):
+            chat(client(url), messages(("user", "Budi", secret)), temperature=secret)
+    assert caplog.records and secret not in caplog.text

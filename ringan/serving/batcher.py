@@ -294,6 +294,9 @@ class Engine:
                 if self._emit(job, token, events):
                     keep.append(i)
                 job._cache = None
+            elif job.finish_reason is None:  # cancelled by the app while this step ran
+                job.finish_reason = "cancelled"
+                self._finish(job, None, events)
             self._tokens[i] = token
         if len(keep) < len(self._rows):
             self._select(keep)
