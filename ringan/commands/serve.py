@@ -52,6 +52,8 @@ def serve(options: ServeOptions | None = None, /, **overrides) -> None:
 
     o = ServeOptions.build(options, overrides)
     require_extra("serve", ("starlette", "uvicorn"))
+    if o.state_dir and o.redis_url:
+        raise OptionError("--redis-url", "either --state-dir or --redis-url, not both", repr(o.redis_url))
     if o.redis_url:
         require_extra("serve", ("redis",))
         if not o.redis_url.startswith(("redis://", "rediss://", "unix://")):
