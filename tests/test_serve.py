@@ -296,3 +296,33 @@ def test_logs_hold_no_message_contents(url, caplog):
         with pytest.raises(openai.BadRequestError):
             chat(client(url), messages(("user", "Budi", secret)), temperature=secret)
     assert caplog.records and secret not in caplog.text
+
+
+def test_the_state_cache_drops_the_least_recently_used_past_its_cap_and_survives_a_damaged_file(tmp_path):
+    from ringan.serving.metrics import Metrics
+    from ringan.serving.state_cache import SavedState, StateCache
+
+    state = lambda n: SavedState({"seen_tokens": torch.tensor([n]), "x": torch.zeros(1000)}, n)  # noqa: E731
+    metrics = Metrics()
+    cache = StateCache(3 * state(1).nbytes, metrics=metrics)
+    for key in "abc":
+        cache.put(key, state(1))
+    assert cache.get(["a"])[0] == "a"  # "a" is now the most recently used
+    cache.put("d", state(1))
+    assert cache.get(["b"]) is None and cache.get(["a"]) and cache.entries == 3
+    assert metrics.value("ringan_state_cache_evictions_total") == 1
+    (tmp_path / "bad.safetensors").write_bytes(b"not a state")
+    disk = StateCache(1 << 20, DiskStore(tmp_path), metrics)
+    assert disk.get(["bad"]) is None and metrics.value("ringan_state_store_errors_total") == 1
+    disk._down_until = 0  # the store is tried again
+    disk.put("good", state(7))
+    disk.flush()
+    assert StateCache(1 << 20, DiskStore(tmp_path)).get(["good"])[1].length == 7
+
+
+def test_the_key_guards_the_api_and_metrics_not_the_page_or_health(base):
+    with running(*base, api_key="sesame") as (url, _):
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        assert httpx.get(f"{url}/v1/models").json()["error"]["code"] == "invalid_api_key"
+        assert httpx.get(f"{url}/metrics", headers={"authorization": "Bearer sesame"}).status_code == 200
+        assert httpx.get(f"{url}/").status_code == httpx.get(f"{url}/health").status_code == 200
