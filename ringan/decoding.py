@@ -68,6 +68,23 @@ def next_tokens(
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
+def conditioning_inputs(model, tok, topic: str | None, topic_id: int, context: str | None, context_id: int) -> dict:
+    """The topic/Konteks inputs the model's `config.conditioning` takes, for a batch of one."""
+    mode = getattr(model.config, "conditioning", "ids")
+    if mode == "ids":
+        return {"topic_ids": torch.tensor([topic_id]), "context_ids": torch.tensor([context_id])}
+    if mode != "text":
+        return {}
+    from .training import conditioning_tokens  # training's imports are heavier than a decode loop needs
+
+    inputs = {}
+    for name, ids in zip(("topic", "context"), conditioning_tokens(tok, topic, context)):
+        if ids:
+            inputs[f"{name}_input_ids"] = torch.tensor([ids])
+            inputs[f"{name}_attention_mask"] = torch.ones(1, len(ids), dtype=torch.long)
+    return inputs
+
+
 class TorchStep:
     """The model's own forward, one token per row, carrying a `RinganCache` (for the delta-rule mixers, the
     default, the forward runs a one-token step as `FusedDeltaStep`)."""

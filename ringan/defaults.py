@@ -41,3 +41,10 @@ def config_defaults() -> dict[str, Any]:
 # a byte-level BPE holds the 256 bytes and the 4 special tokens whatever it is asked for: below that "at most N
 # tokens" could not hold; above the maximum the embedding tables alone outgrow a laptop's memory
 VOCAB_BOUNDS = {"minimum": 260, "maximum": 262_144}
+
+# what `chat`/`generate`/`serve` talk about when a text-conditioned model (Ringan-base) is given no --topic/--context
+DEFAULT_TOPIC = "Ngobrol Santai Sepulang Kerja"
+DEFAULT_CONTEXT = (
+    "Dua teman lama bertemu di warung kopi sepulang kerja dan ngobrol santai tentang kabar masing-masing, "
+    "pekerjaan yang melelahkan minggu ini, dan rencana akhir pekan."
+)

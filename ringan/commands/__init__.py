@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..options import Options
-from . import chat, convert, evaluate, generate, hub, quickstart, tokenizer, train
+from . import chat, convert, evaluate, generate, hub, quickstart, serve, tokenizer, train
 
 
 @dataclass(frozen=True)
@@ -30,4 +30,5 @@ VERBS: dict[str, Verb] = {
     "export": Verb(convert.ExportOptions, convert.export),
     "convert": Verb(convert.ConvertOptions, convert.convert),
     "quickstart": Verb(quickstart.QuickstartOptions, quickstart.quickstart),
+    "serve": Verb(serve.ServeOptions, serve.serve),
 }

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..data import UNKNOWN, default_corpus_path
+from ..defaults import DEFAULT_CONTEXT, DEFAULT_TOPIC  # noqa: F401  (their old place: callers import them here)
 from ..errors import OptionError, UserError
 from ..files import readable_folder
 from ..options import option
@@ -174,14 +175,6 @@ def load_model(folder: str | Path, for_training: bool = False):
         print(f"(loaded {folder} dequantized from int{scheme['bits']} to fp32 for training)", file=sys.stderr)
     model.train(for_training)
     return model, tokenizer
-
-
-# what `chat`/`generate` talk about when a text-conditioned model (Ringan-base) is given no --topic/--context
-DEFAULT_TOPIC = "Ngobrol Santai Sepulang Kerja"
-DEFAULT_CONTEXT = (
-    "Dua teman lama bertemu di warung kopi sepulang kerja dan ngobrol santai tentang kabar masing-masing, "
-    "pekerjaan yang melelahkan minggu ini, dan rencana akhir pekan."
-)
 
 
 def resolve_topic(config, topic: str | None) -> tuple[int, str]:

@@ -205,22 +205,11 @@ def parse_turns(turns: Sequence[str] | None) -> list[Turn]:
 
 
 def conditioning_inputs(model, tok, topic: str | None, topic_id: int, context: str | None, context_id: int) -> dict:
-    """The topic/Konteks inputs the model's `config.conditioning` takes, for a batch of one."""
-    import torch
+    """The topic/Konteks inputs of a batch of one; lives in `ringan.decoding` (the server uses it too), imported
+    here lazily so `ringan --help` stays free of torch."""
+    from ..decoding import conditioning_inputs as inputs
 
-    mode = getattr(model.config, "conditioning", "ids")
-    if mode == "ids":
-        return {"topic_ids": torch.tensor([topic_id]), "context_ids": torch.tensor([context_id])}
-    if mode != "text":
-        return {}
-    from ..training import conditioning_tokens
-
-    inputs = {}
-    for name, ids in zip(("topic", "context"), conditioning_tokens(tok, topic, context)):
-        if ids:
-            inputs[f"{name}_input_ids"] = torch.tensor([ids])
-            inputs[f"{name}_attention_mask"] = torch.ones(1, len(ids), dtype=torch.long)
-    return inputs
+    return inputs(model, tok, topic, topic_id, context, context_id)
 
 
 def generate_reply(
