@@ -11,13 +11,10 @@ first stamp to the last, so the prefill is run (and paid) only once and is exclu
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common as C  # noqa: E402
+import common as C
 
 NAME = "decode"
 DEFAULT_CONTEXTS = [1024, 16384, 131072]

@@ -13,14 +13,11 @@ ONNX Runtime profile of the int8 decode step.
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common as C  # noqa: E402
+import common as C
 
 NAME = "generate"
 DEFAULT_CONTEXTS = [1024, 16384, 131072]

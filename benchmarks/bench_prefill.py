@@ -10,13 +10,10 @@ segmented prefill gives the same final logits as feeding the tokens one at a tim
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common as C  # noqa: E402
+import common as C
 
 NAME = "prefill"
 DEFAULT_LENGTHS = [1024, 4096, 16384, 32768, 65536, 131072]

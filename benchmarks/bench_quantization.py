@@ -23,9 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common as C  # noqa: E402
+import common as C
 
 NAME = "quantization"
 MB = 1e6  # sizes in decimal megabytes, as in ringan/conversion/README.md
@@ -319,10 +317,10 @@ def main(argv=None) -> int:
     import torch
 
     import ringan
-    from ringan.commands.common import load_model
     from ringan.conversion import export_onnx, quantize_folder
     from ringan.conversion.onnx_export import OnnxRingan
     from ringan.conversion.quantize import folder_sizes
+    from ringan.loading import load_model
 
     torch.manual_seed(0)
     model_dir = Path(args.model_dir)

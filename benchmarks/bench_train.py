@@ -11,13 +11,10 @@ end; the higher is used) and each model's achieved FLOP rate is reported as a fr
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common as C  # noqa: E402
+import common as C
 
 NAME = "train"
 DEFAULT_SHAPES = [(8, 512), (2, 2048), (1, 8192)]

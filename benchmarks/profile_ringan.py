@@ -10,13 +10,10 @@ Forward regions are labelled from outside the model (forward hooks and wrapped m
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common as C  # noqa: E402
+import common as C
 
 NAME = "profile"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -130,10 +127,8 @@ def job_prefill_profile(job: dict) -> dict:
 def job_decode_profile(job: dict) -> dict:
     """(a) the model's own decode step in a manual greedy loop; (b) the same steps through generate."""
     import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    sys.path.insert(0, str(BENCH_DIR))
     from bench_decode import generate_timed
+    from torch.profiler import ProfilerActivity, profile
 
     model = C.build_model("ringan")
     n = job["new_tokens"]

@@ -20,13 +20,10 @@ import math
 import os
 import random
 import resource
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import protocol as P  # noqa: E402
+import protocol as P
 
 OUT = P.RESULTS / "base"
 WORK = P.WORK / "base"

@@ -32,12 +32,8 @@ import math
 import os
 import random
 import re
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import protocol as P  # noqa: E402
+import protocol as P
 
 OUT = P.RESULTS / "conditioning"
 FINETUNE_EPOCHS = 2

@@ -21,13 +21,9 @@ import argparse
 import json
 import math
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import protocol as P  # noqa: E402
+import protocol as P
 
 SEGMENT = 1024
 LLAMA_TOKENS = 32768

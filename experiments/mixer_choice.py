@@ -17,12 +17,9 @@ import argparse
 import json
 import math
 import os
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import protocol as P  # noqa: E402
+import protocol as P
+from mixer_report import best_lr, report, score
 
 OUT = P.RESULTS / "mixer"
 FINETUNE_EPOCHS = 2
@@ -114,22 +111,6 @@ def prepare() -> None:
 
 def load_results() -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(OUT.glob("*.json")) if p.name != "summary.json"}
-
-
-def score(result: dict) -> float:
-    """Mean of held-out prose bits per byte after pre-training (the model of prose; dialogue fine-tuning then
-    trades some of it away) and XPersona held-out bits per byte after fine-tuning."""
-    return (result["after_pretrain"]["prose"]["bits_per_byte"] + result["final"]["xpersona"]["bits_per_byte"]) / 2
-
-
-def best_lr(results: dict, model: str, tokens: int) -> float | None:
-    """The swept learning rate with the best `score`."""
-    scored = [
-        (score(r), r["job"]["lr"])
-        for r in results.values()
-        if r["job"]["model"] == model and r["job"]["tokens"] == tokens and r["job"]["seed"] == 0
-    ]
-    return min(scored)[1] if scored else None
 
 
 def screen_jobs(results: dict) -> list[dict]:
@@ -227,8 +208,6 @@ def main() -> None:
         P.log(f"{len(todo)} of {len(jobs)} runs to do")
         run_jobs(__file__, todo, P.WORK / "logs" / "mixer", parallel=args.parallel)
     if args.report:
-        from mixer_report import report
-
         report(load_results(), OUT)
 
 

@@ -1,4 +1,5 @@
-"""Tables and plots of the mixer experiment (`mixer_choice.py --report`)."""
+"""Tables and plots of the mixer experiment (`mixer_choice.py --report`), and how a run is scored (`score`,
+`best_lr`: also what the screen uses to pick the next learning rates)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,22 @@ import statistics
 from pathlib import Path
 
 SETS = ("prose", "xpersona", "corpus")
+
+
+def score(result: dict) -> float:
+    """Mean of held-out prose bits per byte after pre-training (the model of prose; dialogue fine-tuning then
+    trades some of it away) and XPersona held-out bits per byte after fine-tuning."""
+    return (result["after_pretrain"]["prose"]["bits_per_byte"] + result["final"]["xpersona"]["bits_per_byte"]) / 2
+
+
+def best_lr(results: dict, model: str, tokens: int) -> float | None:
+    """The swept learning rate with the best `score`."""
+    scored = [
+        (score(r), r["job"]["lr"])
+        for r in results.values()
+        if r["job"]["model"] == model and r["job"]["tokens"] == tokens and r["job"]["seed"] == 0
+    ]
+    return min(scored)[1] if scored else None
 
 
 def bpb(result: dict, name: str) -> float:
@@ -16,8 +33,6 @@ def bpb(result: dict, name: str) -> float:
 
 
 def _screen_table(results: dict, tokens: int) -> tuple[list[str], dict]:
-    from mixer_choice import best_lr, score
-
     rows = [r for r in results.values() if r["job"]["tokens"] == tokens and r["job"]["seed"] == 0]
     models = list(dict.fromkeys(r["job"]["model"] for r in rows))
     best = {m: best_lr(results, m, tokens) for m in models}
@@ -79,8 +94,6 @@ def _plot(results: dict, out: Path, tokens: int) -> Path | None:
     except ImportError:
         return None
     rows = [r for r in results.values() if r["job"]["tokens"] == tokens and r["job"]["seed"] == 0]
-    from mixer_choice import best_lr
-
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for model in dict.fromkeys(r["job"]["model"] for r in rows):
         lr = best_lr(results, model, tokens)

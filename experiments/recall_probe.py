@@ -14,12 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import protocol as P  # noqa: E402
+import protocol as P
 
 OUT = P.RESULTS / "recall_probe.json"
 VOCAB = 1100

@@ -48,3 +48,7 @@ DEFAULT_CONTEXT = (
     "Dua teman lama bertemu di warung kopi sepulang kerja dan ngobrol santai tentang kabar masing-masing, "
     "pekerjaan yang melelahkan minggu ini, dan rencana akhir pekan."
 )
+
+# how replies are sampled by default: `ringan generate`/`chat`'s options and the `generation_config.json` that
+# `ringan train` saves (so plain `model.generate()` samples the same way)
+SAMPLING_DEFAULTS = {"max_new_tokens": 120, "temperature": 0.8, "top_k": 50, "top_p": 0.95, "repetition_penalty": 1.1}

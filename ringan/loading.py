@@ -5,17 +5,22 @@ Nothing a folder ships is ever run: the model is built from the installed `Ringa
 `config.json` is not a Ringan model, whatever its `auto_map` names, is refused), the tokenizer from the installed
 `PreTrainedTokenizerFast` (a `tokenizer_config.json` asking for its own code is refused), and pickles are read
 with `torch.load(weights_only=True)`, which refuses anything but tensors and plain containers.
+
+`load_model` is what every verb, the server and the benchmarks use: a folder's files checked, then the model and
+its tokenizer built from the installed classes. Nothing here imports torch before it is needed (a fast `--help`).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-import torch
-
 from .errors import UserError
+from .files import readable_folder
 
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+TOPIC_CONTEXTS_FILE = "topic_contexts.json"  # topic -> a Konteks seen with it, for prompts that give no Konteks
 CHECKPOINT_PICKLES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "rng_state_*.pth")
 MAX_QUOTE = 200
 
@@ -95,6 +100,8 @@ def weight_shapes(path: str | Path, dtypes: dict[str, str] | None = None) -> dic
 
 def check_weights(folder: str | Path, config) -> None:
     """The weights file holds exactly the tensors, of the shapes, that `config` describes."""
+    import torch
+
     from .modeling import RinganForCausalLM
 
     path = Path(folder) / "model.safetensors"
@@ -132,6 +139,8 @@ def check_weights(folder: str | Path, config) -> None:
 
 def load_weights(folder: str | Path, config):
     """A `RinganForCausalLM` with the folder's weights (the installed class; call `check_weights` first)."""
+    import torch
+
     from .modeling import RinganForCausalLM
 
     try:
@@ -177,6 +186,7 @@ def check_checkpoint(checkpoint: str | Path) -> None:
     """A checkpoint to resume from: its trainer state parses, its weights are whole, and every pickle in it loads
     with `weights_only=True` (a pickle that would run code, or a damaged one, is refused before the Trainer sees
     it)."""
+    import torch
     from transformers.trainer_pt_utils import safe_globals
 
     checkpoint = Path(checkpoint)
@@ -207,3 +217,65 @@ def unreadable_pickle(path: Path, err: Exception, what: str) -> UserError:
             "tensors and plain data are loaded)"
         )
     return UserError(f"{path}: not a readable {what} ({_short(text)}); it is damaged or cut short")
+
+
+# ------------------------------------------------------------------------------------- a whole model folder
+
+
+def load_tokenizer(folder: str | Path):
+    """A saved tokenizer (the installed tokenizer class; no code from the folder), or a one-line error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such tokenizer folder")
+    if not (folder / "tokenizer.json").is_file():
+        raise UserError(f"{folder}: no tokenizer.json here (train one with `ringan tokenizer`)")
+    return read_tokenizer(folder)
+
+
+def check_model_folder(folder: str | Path) -> Path:
+    """The folder to read a saved model from (the complete copy a stopped save left, if `folder` is gone), with
+    its files present."""
+    requested = Path(folder)
+    folder = readable_folder(requested)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "no such model folder"
+        raise UserError(f"{requested}: {what}")
+    missing = [name for name in MODEL_FILES if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"{folder}: model folder is missing {', '.join(missing)} (was it saved by `ringan train`?)")
+    return folder
+
+
+def check_saved_model(folder: str | Path):
+    """Every file of a saved model checked, without loading its weights: `(folder, config, tokenizer)`. `folder`
+    is where to read it (the complete copy a stopped save left, if the folder itself is gone)."""
+    folder = check_model_folder(folder)
+    config = read_model_config(folder)
+    if (folder / "generation_config.json").is_file():
+        read_json(folder / "generation_config.json", "generation_config.json")
+    tokenizer = load_tokenizer(folder)
+    if len(tokenizer) > config.vocab_size:
+        raise UserError(
+            f"{folder}: the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+            f"{config.vocab_size}: they do not belong together"
+        )
+    check_weights(folder, config)
+    return folder, config, tokenizer
+
+
+def load_model(folder: str | Path, for_training: bool = False):
+    """A saved Ringan model and its tokenizer, every file checked, with the installed classes only (code a folder
+    ships is never run). `for_training`: a quantized model comes back as trainable float weights."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep generated text and tables clean
+    folder, config, tokenizer = check_saved_model(folder)
+    model = load_weights(folder, config)
+    if for_training and model.config.quantization:
+        from .modeling.quantization import dequantize_model_
+
+        scheme = model.config.quantization
+        dequantize_model_(model)  # every weight trainable again, in fp32
+        print(f"(loaded {folder} dequantized from int{scheme['bits']} to fp32 for training)", file=sys.stderr)
+    model.train(for_training)
+    return model, tokenizer

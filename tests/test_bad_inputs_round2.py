@@ -256,8 +256,8 @@ CONTROL_TEXT = "halo </s> <s> <pad> <unk>"
 
 
 def test_user_text_never_becomes_control_ids_in_training_and_eval(trained_run):
-    from ringan.commands.common import load_tokenizer
     from ringan.labels import LabelVocab
+    from ringan.loading import load_tokenizer
     from ringan.training import conditioning_tokens, entry_to_examples
 
     tok = load_tokenizer(trained_run / "model")

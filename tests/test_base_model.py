@@ -10,8 +10,8 @@ import torch
 
 from ringan import RinganConfig, RinganForCausalLM
 from ringan.base_model import BASE_NAME, INFO_FILE, base_model_info, base_model_path, resolve_model_name
-from ringan.commands.common import load_model
 from ringan.data import load_default_corpus, split_entries
+from ringan.loading import load_model
 from ringan.training import entry_to_examples, evaluate_examples
 
 MAX_BYTES = 8_000_000  # the bound: int8 weights, config and tokenizer together

@@ -103,6 +103,13 @@ def test_train_saves_a_complete_model_with_card_and_metrics(trained):
     assert "trust_remote_code=True" in card and "perplexity" in card and config["topic_names"][1] in card
     assert sorted(p.name for p in trained.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
     assert not (trained / ".staging").exists()
+    # plain generate() samples as `ringan generate` does by default
+    from ringan.commands.generate import GenerateOptions
+
+    saved, cli = json.loads((model_dir / "generation_config.json").read_text()), GenerateOptions()
+    assert saved["do_sample"] is True and not cli.greedy
+    for name in ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty"):
+        assert saved[name] == getattr(cli, name), name
     # keep-best: the best validation loss seen is on disk, and the final model is at least that good
     best = json.loads((trained / "best" / "best.json").read_text())
     assert best["eval_loss"] == pytest.approx(min(float(r["eval_loss"]) for r in evals[:-1]))
@@ -184,9 +191,9 @@ def test_plain_generate_and_pipeline_stop_at_the_end_of_the_reply(trained):
 
 
 def test_generate_reply_tokens_end_at_the_turn(trained):
-    from ringan.commands.common import load_model
     from ringan.commands.generate import generate_reply
     from ringan.data import render_dialogue
+    from ringan.loading import load_model
 
     model, tok = load_model(trained / "model")
     prompt = render_dialogue("T", "K", [], "A")

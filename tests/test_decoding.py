@@ -112,9 +112,9 @@ def test_batch_replies_from_a_prompts_file(trained_run, tmp_path, capsys):
     import json
 
     from ringan.cli import main
-    from ringan.commands.common import load_model
     from ringan.data import Turn, render_dialogue
     from ringan.decoding import Decoder, Sampling, TorchStep
+    from ringan.loading import load_model
     from ringan.tokenization import end_of_turn_ids
 
     rows = [

@@ -212,7 +212,7 @@ def test_chat_and_generate_with_the_base_as_the_readme_writes_them(tmp_path):
         ["chat", "--model", "base", "--max-new-tokens", "8", "--runtime", "torch"], cwd=tmp_path, stdin="halo\n/quit\n"
     )
     assert chat.returncode == 0, chat.stderr[-2000:]
-    from ringan.commands.common import DEFAULT_TOPIC
+    from ringan.defaults import DEFAULT_TOPIC
 
     assert f"Topik: {DEFAULT_TOPIC}" in chat.stdout and "pass --topic" in chat.stderr
     generate = run_cli(

@@ -15,7 +15,7 @@ import torch
 from serve_helpers import FIRST, MODEL, TOPIC, chat, client, free_port, messages, openai, running
 
 from ringan.base_model import base_model_path
-from ringan.commands.common import load_model
+from ringan.loading import load_model
 from ringan.serving.state_cache import DiskStore
 
 SECOND = ("user", "Budi", "Oke, terus kita menginap di mana?")

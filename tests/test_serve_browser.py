@@ -13,7 +13,7 @@ import torch
 from serve_helpers import running
 
 from ringan.base_model import base_model_path
-from ringan.commands.common import load_model
+from ringan.loading import load_model
 
 webdriver = pytest.importorskip("selenium.webdriver")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -13,7 +13,7 @@ import torch
 from serve_helpers import FIRST, chat, client, free_port, messages, running
 
 from ringan.base_model import base_model_path
-from ringan.commands.common import load_model
+from ringan.loading import load_model
 
 redis = pytest.importorskip("redis")
 SERVER = shutil.which("redis-server")

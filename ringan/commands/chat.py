@@ -12,9 +12,10 @@ from typing import TextIO
 from ..data import Turn, clean_reply, render_dialogue
 from ..errors import OptionError, UserError
 from ..files import readable_folder, writing
+from ..loading import load_model
 from ..options import option
-from .common import load_model, model_folder, model_option, resolve_context, resolve_topic, set_threads
-from .generate import Replier, SamplingOptions, conditioning_inputs
+from .common import model_folder, model_option, resolve_context, resolve_topic, set_threads
+from .sampling import Replier, SamplingOptions
 
 BLANK_LINE = "\n\n"
 
@@ -65,6 +66,8 @@ class ChatSession:
         return int(self.cache.seen_tokens[0])
 
     def reply(self, message: str, seed: int, stream: bool = True) -> str:
+        from ..decoding import conditioning_inputs
+
         """The bot's reply to `message`: only the tokens the state has not read go through the model."""
         from ..tokenization import encode_text
 

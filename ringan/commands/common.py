@@ -1,4 +1,5 @@
-"""What several verbs share: the thread count, input paths, loading a saved model, and topic/Konteks lookup."""
+"""What several verbs share: their common options, the thread count, input paths, the model a verb reads, and
+topic/Konteks lookup. Loading and checking a saved model is `ringan.loading`'s."""
 
 from __future__ import annotations
 
@@ -7,13 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..data import UNKNOWN, default_corpus_path
-from ..defaults import DEFAULT_CONTEXT, DEFAULT_TOPIC  # noqa: F401  (their old place: callers import them here)
+from ..defaults import DEFAULT_CONTEXT, DEFAULT_TOPIC
 from ..errors import OptionError, UserError
-from ..files import readable_folder
 from ..options import option
 
-MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
-TOPIC_CONTEXTS_FILE = "topic_contexts.json"  # topic -> a Konteks seen with it, for prompts that give no Konteks
 RUNS, MODEL_DIR = "runs", "model"  # where verbs look for a model when --model is not given
 
 
@@ -112,71 +110,6 @@ def init_folder(init_from: str | None) -> Path | None:
         raise UserError(f"--init-from {BASE_NAME}: {err}; pass --init-from none to train a new model") from None
 
 
-def load_tokenizer(folder: str | Path):
-    """A saved tokenizer (the installed tokenizer class; no code from the folder), or a one-line error."""
-    from ..loading import read_tokenizer
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: no such tokenizer folder")
-    if not (folder / "tokenizer.json").is_file():
-        raise UserError(f"{folder}: no tokenizer.json here (train one with `ringan tokenizer`)")
-    return read_tokenizer(folder)
-
-
-def check_model_folder(folder: str | Path) -> Path:
-    """The folder to read a saved model from (the complete copy a stopped save left, if `folder` is gone), with
-    its files present."""
-    requested = Path(folder)
-    folder = readable_folder(requested)
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "no such model folder"
-        raise UserError(f"{requested}: {what}")
-    missing = [name for name in MODEL_FILES if not (folder / name).is_file()]
-    if missing:
-        raise UserError(f"{folder}: model folder is missing {', '.join(missing)} (was it saved by `ringan train`?)")
-    return folder
-
-
-def check_saved_model(folder: str | Path):
-    """Every file of a saved model checked, without loading its weights: `(folder, config, tokenizer)`. `folder`
-    is where to read it (the complete copy a stopped save left, if the folder itself is gone)."""
-    from ..loading import check_weights, read_json, read_model_config
-
-    folder = check_model_folder(folder)
-    config = read_model_config(folder)
-    if (folder / "generation_config.json").is_file():
-        read_json(folder / "generation_config.json", "generation_config.json")
-    tokenizer = load_tokenizer(folder)
-    if len(tokenizer) > config.vocab_size:
-        raise UserError(
-            f"{folder}: the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
-            f"{config.vocab_size}: they do not belong together"
-        )
-    check_weights(folder, config)
-    return folder, config, tokenizer
-
-
-def load_model(folder: str | Path, for_training: bool = False):
-    """A saved Ringan model and its tokenizer, every file checked, with the installed classes only (code a folder
-    ships is never run). `for_training`: a quantized model comes back as trainable float weights."""
-    from transformers.utils import logging as hf_logging
-
-    from ..loading import load_weights
-
-    hf_logging.disable_progress_bar()  # keep generated text and tables clean
-    folder, config, tokenizer = check_saved_model(folder)
-    model = load_weights(folder, config)
-    if for_training and model.config.quantization:
-        from ..modeling.quantization import dequantize_model_
-
-        scheme = model.config.quantization
-        dequantize_model_(model)  # every weight trainable again, in fp32
-        print(f"(loaded {folder} dequantized from int{scheme['bits']} to fp32 for training)", file=sys.stderr)
-    model.train(for_training)
-    return model, tokenizer
-
-
 def resolve_topic(config, topic: str | None) -> tuple[int, str]:
     """`(id, name)` of a topic given by name or id; the model's first topic when `topic` is None (for a
     text-conditioned model that knows none, `DEFAULT_TOPIC`)."""
@@ -204,7 +137,7 @@ def resolve_topic(config, topic: str | None) -> tuple[int, str]:
 
 def resolve_context(model_dir: str | Path, config, topic: str, context: str | None) -> tuple[int, str]:
     """`(id, text)` of a Konteks (id 0 when the model does not know it); the topic's own when `context` is None."""
-    from ..loading import read_json
+    from ..loading import TOPIC_CONTEXTS_FILE, read_json
 
     names = config.context_names or [UNKNOWN]
     if context is None:

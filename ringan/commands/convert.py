@@ -13,8 +13,9 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..files import check_output, save_atomically
+from ..loading import load_model
 from ..options import Options, option
-from .common import load_model, model_folder, model_option, require_extra
+from .common import model_folder, model_option, require_extra
 
 OVERWRITE_HELP = "replace the output folder if it holds something (never the input)"
 
@@ -108,7 +109,7 @@ def convert(options: ConvertOptions | None = None, /, **overrides) -> dict:
     inputs = [checkpoint, *([o.tokenizer] if o.tokenizer else [])]
     output = check_output(o.output, inputs, o.overwrite)
     if o.tokenizer:
-        from .common import load_tokenizer
+        from ..loading import load_tokenizer
 
         load_tokenizer(o.tokenizer)  # a folder that holds no usable tokenizer is refused before anything is written
     state = _read_state_dict(checkpoint)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from ..data import read_dialogues
 from ..files import check_output_file, write_text_atomically
+from ..loading import load_model
 from ..options import Options, option
-from .common import data_option, data_paths, load_model, model_folder, model_option, set_threads, threads_option
+from .common import data_option, data_paths, model_folder, model_option, set_threads, threads_option
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,63 +6,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..data import MAX_CONTEXT, MAX_PROMPT_LINE, MAX_TOPIC, Turn, clean_reply, render_dialogue
-from ..defaults import RUNTIMES
 from ..errors import OptionError
 from ..files import check_output_file, readable_folder
-from ..options import Options, option
-from .common import (
-    load_model,
-    model_folder,
-    model_option,
-    resolve_context,
-    resolve_topic,
-    set_threads,
-    threads_option,
-)
+from ..loading import load_model
+from ..options import option
+from .common import model_folder, model_option, resolve_context, resolve_topic, set_threads
+from .sampling import Replier, SamplingOptions
 
 FALLBACK_SPEAKERS = ("Kiann", "Caecillia", "Pembicara")  # fill a conversation up to two speakers
-
-
-@dataclass(frozen=True, kw_only=True)
-class SamplingOptions(Options):
-    """How replies are decoded (shared by `ringan generate` and `ringan chat`)."""
-
-    max_new_tokens: int = option(120, "at most this many tokens per reply", minimum=1, maximum=131072)
-    temperature: float = option(0.8, "sampling temperature", minimum=0.01, maximum=100)
-    top_k: int = option(50, "sample from the k most likely tokens (0 = all)", minimum=0, maximum=1_000_000)
-    top_p: float = option(0.95, "nucleus sampling threshold", above=0, maximum=1)
-    repetition_penalty: float = option(1.1, ">1 discourages repeating tokens", minimum=0.01, maximum=100)
-    greedy: bool = option(False, "greedy decoding instead of sampling")
-    seed: int = option(0, "random seed for sampling")
-    runtime: str = option(
-        "auto",
-        "decode loop: torch, onnx (ONNX Runtime; exported once into a cache, ~/.cache/ringan or $RINGAN_CACHE) or "
-        "auto (onnx when onnxruntime is installed, else torch)",
-        choices=RUNTIMES,
-    )
-    threads: int = threads_option()
-
-    def sampling(self):
-        """The decoding settings of the lean decode loop (`ringan.decoding.Sampling`)."""
-        from ..decoding import Sampling
-
-        if self.greedy:
-            return Sampling(greedy=True, repetition_penalty=self.repetition_penalty)
-        return Sampling(
-            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, repetition_penalty=self.repetition_penalty
-        )
-
-    def generate_kwargs(self) -> dict:
-        """The decoding arguments of `model.generate()`."""
-        if self.greedy:
-            return {"do_sample": False, "repetition_penalty": self.repetition_penalty}
-        return {
-            "do_sample": True,
-            "temperature": self.temperature,
-            "top_k": self.top_k,
-            "top_p": self.top_p,
-            "repetition_penalty": self.repetition_penalty,
-        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +61,7 @@ class GenerateOptions(SamplingOptions):
 def generate(options: GenerateOptions | None = None, /, **overrides) -> list[Turn]:
     """Print the conversation and `num_turns` generated turns; returns every turn (the opening ones included)."""
 
+    from ..decoding import conditioning_inputs
     from ..tokenization import encode_text
 
     o = GenerateOptions.build(options, overrides)
@@ -153,46 +105,6 @@ def generate(options: GenerateOptions | None = None, /, **overrides) -> list[Tur
     return turns
 
 
-class Replier:
-    """Replies through the lean decode loop (`ringan.decoding`) with the runtime the options ask for; says which
-    one on standard error. A reply ends at its first newline (an utterance is one line)."""
-
-    def __init__(self, model, tok, model_dir, options: SamplingOptions):
-        import sys
-
-        from ..decoding import Decoder, make_backend
-        from ..tokenization import end_of_turn_ids
-
-        backend, self.runtime = make_backend(model, model_dir, options.runtime, options.threads or None)
-        self.tok, self.options = tok, options
-        self.decoder = Decoder(backend, stop_ids=end_of_turn_ids(tok), pad_token_id=tok.pad_token_id)
-        print(f"(runtime: {self.runtime})", file=sys.stderr, flush=True)
-
-    def reply(self, prompt_ids: list[int], conditioning: dict, seed: int, stream: bool, state=None):
-        """`(the reply's text, its tokens)`; with `state`, `prompt_ids` are the tokens the state has not seen."""
-        generated: list[int] = []
-        shown = [""]
-
-        def show(rows, tokens):
-            generated.extend(tokens)
-            text = self.tok.decode(generated, skip_special_tokens=True).split("\n")[0]
-            print(text[len(shown[0]) :], end="", flush=True)
-            shown[0] = text
-
-        tokens = self.decoder.generate(
-            [prompt_ids],
-            self.options.max_new_tokens,
-            self.options.sampling(),
-            conditioning=conditioning,
-            seed=seed,
-            on_step=show if stream else None,
-            state=state,
-        )[0]
-        if stream:
-            print()
-        return clean_reply(self.tok.decode(tokens, skip_special_tokens=True)), tokens
-
-
 def parse_turns(turns: Sequence[str] | None) -> list[Turn]:
     """`--turn 'Name: text'` values as turns."""
     parsed = []
@@ -202,14 +114,6 @@ def parse_turns(turns: Sequence[str] | None) -> list[Turn]:
             raise OptionError("--turn", "expected 'Name: text'", repr(raw))
         parsed.append(Turn(name.strip(), text.strip()))
     return parsed
-
-
-def conditioning_inputs(model, tok, topic: str | None, topic_id: int, context: str | None, context_id: int) -> dict:
-    """The topic/Konteks inputs of a batch of one; lives in `ringan.decoding` (the server uses it too), imported
-    here lazily so `ringan --help` stays free of torch."""
-    from ..decoding import conditioning_inputs as inputs
-
-    return inputs(model, tok, topic, topic_id, context, context_id)
 
 
 def generate_reply(
@@ -227,6 +131,7 @@ def generate_reply(
 ) -> str:
     """One reply to a prompt that ends in `Speaker:`. It ends at its first newline (an utterance is one line): the
     newline tokens are end-of-turn ids, as in the saved `generation_config`."""
+    from ..decoding import conditioning_inputs
     from ..tokenization import encode_text, end_of_turn_ids
 
     enc = encode_text(tok, prompt, return_tensors="pt")

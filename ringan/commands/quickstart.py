@@ -10,11 +10,11 @@ from pathlib import Path
 from ..data import corpus_statistics, load_default_corpus, render_dialogue, split_entries, write_dialogues
 from ..errors import UserError
 from ..fresh_process import run_python_without_ringan
+from ..model_card import card_with_held_out
 from ..options import Options, option
 from .common import set_threads, threads_option
 from .evaluate import evaluate
 from .generate import generate
-from .hub import card_with_held_out
 from .tokenizer import train_tokenizer
 from .train import FINE_TUNE_LEARNING_RATE, NEW_MODEL_LEARNING_RATE, train
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ..errors import OptionError
 from ..files import readable_folder
+from ..loading import load_model
 from ..options import Options, option
-from .common import load_model, model_folder, model_option, require_extra, set_threads, threads_option
+from .common import model_folder, model_option, require_extra, set_threads, threads_option
 
 
 @dataclass(frozen=True, kw_only=True)

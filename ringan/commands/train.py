@@ -10,20 +10,11 @@ from pathlib import Path
 from ..data import LabelVocab, read_dialogues, split_entries
 from ..defaults import VOCAB_BOUNDS, config_defaults
 from ..errors import OptionError, UserError
+from ..loading import check_saved_model, load_tokenizer
+from ..model_card import model_card
 from ..options import Options, default_of, flag, option
 from ..runs import OPTIONS_FILE, RunPlan, on_main_process, prepare_run, refuse_other_run
-from .common import (
-    check_saved_model,
-    data_option,
-    data_paths,
-    init_folder,
-    load_tokenizer,
-    read_text_lines,
-    require_extra,
-    set_threads,
-    threads_option,
-)
-from .hub import model_card
+from .common import data_option, data_paths, init_folder, read_text_lines, require_extra, set_threads, threads_option
 from .train_setup import build_model, close_progress_bars, model_sizes, save_final_model, tokenizer_folder
 
 NEW = " (--init-from none only)"
@@ -179,7 +170,8 @@ def train(options: TrainOptions | None = None, /, *, callbacks: Sequence = (), *
 
     def prepare() -> tuple[RunPlan, str]:
         plan, held["lock"] = prepare_run(output, o.resume, o.overwrite, keep=keep)
-        write_options(o, output)
+        if not plan.resume_from:
+            write_options(o, output)
         return plan, str(tokenizer_folder(o, plan, output, train_entries, text_lines))
 
     try:
@@ -330,6 +322,8 @@ def _run(o, args, output: Path, plan: RunPlan, tok, vocabs, splits, text_lines, 
             print(f"resume: {output} is finished (step {done} of {total_steps}; the model is in {output / 'model'})")
         return read_run(output).get("metrics", {})
 
+    if plan.resume_from and main:
+        write_options(o, output)  # the options that finish the run (a resumed run may be given more steps)
     if o.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     trainer = RinganTrainer(

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..data import UNKNOWN, LabelVocab
+from ..defaults import SAMPLING_DEFAULTS
+from ..loading import TOPIC_CONTEXTS_FILE, check_model_folder, load_model
 from ..runs import TOKENIZER_DIR, RunPlan
-from .common import TOPIC_CONTEXTS_FILE, check_model_folder, init_folder, load_model
-from .generate import SamplingOptions
+from .common import init_folder
 
 
 def model_sizes(o) -> dict:
@@ -121,13 +122,12 @@ def save_final_model(trainer, tok, train_entries, card: str, folder: Path) -> No
 
     # the sampling defaults of `ringan generate`, so plain `model.generate()` decodes the same way, and stops at the
     # end of the reply: `</s>` and every newline token end it (an utterance is one line)
-    sampling = SamplingOptions()
     trainer.model.generation_config = GenerationConfig(
         bos_token_id=tok.bos_token_id,
         eos_token_id=end_of_turn_ids(tok),
         pad_token_id=tok.pad_token_id,
-        max_new_tokens=sampling.max_new_tokens,
-        **sampling.generate_kwargs(),
+        do_sample=True,
+        **SAMPLING_DEFAULTS,
     )
     topic_contexts = {}
     for e in train_entries:
