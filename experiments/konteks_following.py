@@ -27,9 +27,9 @@ from dataclasses import replace
 import protocol as P
 import torch
 
-from ringan.data import Entry, clean_reply, read_dialogues, render_dialogue
-from ringan.tokenization import encode_text, end_of_turn_ids
-from ringan.training import conditioning_tokens, evaluate_by_speaker
+from ringan.commands.generate import generate_reply
+from ringan.data import Entry, read_dialogues, render_dialogue
+from ringan.training import evaluate_by_speaker
 
 TEST = P.REPO / "corpus" / "test"
 OUT = P.RESULTS / "konteks"
@@ -83,23 +83,11 @@ def content_words(text: str, exclude: set[str]) -> set[str]:
 
 @torch.no_grad()
 def reply(model, tok, entry: Entry, topic: str, context: str, sample: bool, seed: int = 0) -> str:
-    """The second speaker's reply to the first turn, under the given Topik/Konteks."""
+    """The second speaker's reply to the first turn, under the given Topik/Konteks (as `ringan generate` does it)."""
     prompt = render_dialogue(topic, context, entry.turns[:1], next_speaker=entry.turns[1].speaker)
-    inputs = encode_text(tok, prompt, return_tensors="pt")
-    if getattr(model.config, "conditioning", None) == "text":
-        for name, ids in zip(("topic", "context"), conditioning_tokens(tok, topic, context), strict=True):
-            inputs[f"{name}_input_ids"] = torch.tensor([ids])
-            inputs[f"{name}_attention_mask"] = torch.ones(1, len(ids), dtype=torch.long)
+    sampling = {"do_sample": True, "temperature": 0.8, "top_p": 0.95} if sample else {"do_sample": False}
     torch.manual_seed(seed)
-    out = model.generate(
-        **inputs,
-        max_new_tokens=MAX_NEW_TOKENS,
-        eos_token_id=end_of_turn_ids(tok),
-        pad_token_id=tok.pad_token_id,
-        do_sample=sample,
-        **({"temperature": 0.8, "top_p": 0.95} if sample else {}),
-    )
-    return clean_reply(tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+    return generate_reply(model, tok, prompt, 0, 0, MAX_NEW_TOKENS, sampling, topic=topic, context=context)
 
 
 def measure(folder: str, entries: list[Entry], partner: list[int]) -> tuple[dict, list[dict]]:

@@ -61,20 +61,7 @@ def test_no_import_cycle_in_the_package():
     # a module that imports its own package's __init__ (or the reverse) is Python's usual package layout,
     # not a cycle: drop the edges between a module and the packages that contain it
     graph = {n: {t for t in ts if not n.startswith(t + ".") and not t.startswith(n + ".")} for n, ts in graph.items()}
-    cycles, state = [], {}
-
-    def visit(node: str, stack: list[str]) -> None:
-        state[node] = "open"
-        for target in sorted(graph[node]):
-            if state.get(target) == "open":
-                cycles.append(stack[stack.index(target) :] + [target])
-            elif target not in state:
-                visit(target, [*stack, target])
-        state[node] = "done"
-
-    for name in sorted(graph):
-        if name not in state:
-            visit(name, [name])
+    cycles = _cycles(graph)
     assert not cycles, cycles
     # the CLI sits on top: only `python -m ringan` imports it
     assert {name for name, targets in graph.items() if "ringan.cli" in targets} == {"ringan.__main__"}
