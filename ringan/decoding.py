@@ -68,21 +68,36 @@ def next_tokens(
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
-def conditioning_inputs(model, tok, topic: str | None, topic_id: int, context: str | None, context_id: int) -> dict:
-    """The topic/Konteks inputs the model's `config.conditioning` takes, for a batch of one."""
+def conditioning_batch(model, tok, rows: Sequence[tuple[str | None, int, str | None, int]]) -> dict:
+    """The topic/Konteks inputs the model's `config.conditioning` takes, for a batch of conversations, each given as
+    `(Topik text, topic id, Konteks text, context id)`: the ids (`"ids"`), or the texts' tokens padded across rows
+    with their masks (`"text"`; a row of padding only has no topic or Konteks). The one builder of these inputs:
+    generation, batches, chat and the server use it; training's collator pads the same tokens."""
     mode = getattr(model.config, "conditioning", "ids")
     if mode == "ids":
-        return {"topic_ids": torch.tensor([topic_id]), "context_ids": torch.tensor([context_id])}
+        return {"topic_ids": torch.tensor([r[1] for r in rows]), "context_ids": torch.tensor([r[3] for r in rows])}
     if mode != "text":
         return {}
     from .training import conditioning_tokens  # training's imports are heavier than a decode loop needs
 
+    lists = [conditioning_tokens(tok, topic, context) for topic, _, context, _ in rows]
     inputs = {}
-    for name, ids in zip(("topic", "context"), conditioning_tokens(tok, topic, context)):
-        if ids:
-            inputs[f"{name}_input_ids"] = torch.tensor([ids])
-            inputs[f"{name}_attention_mask"] = torch.ones(1, len(ids), dtype=torch.long)
+    for k, name in enumerate(("topic", "context")):
+        width = max(len(x[k]) for x in lists)
+        if not width:
+            continue
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, x in enumerate(lists):
+            ids[i, : len(x[k])] = torch.tensor(x[k], dtype=torch.long)
+            mask[i, : len(x[k])] = 1
+        inputs[f"{name}_input_ids"], inputs[f"{name}_attention_mask"] = ids, mask
     return inputs
+
+
+def conditioning_inputs(model, tok, topic: str | None, topic_id: int, context: str | None, context_id: int) -> dict:
+    """`conditioning_batch` for one conversation."""
+    return conditioning_batch(model, tok, [(topic, topic_id, context, context_id)])
 
 
 class TorchStep:

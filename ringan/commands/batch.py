@@ -7,14 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from ..data import MAX_PROMPT_LINE, Turn, check_label, clean_reply, normalise, render_dialogue
 from ..decoding import Decoder, make_backend
 from ..errors import UserError
 from ..files import regular_file, writing
 from ..tokenization import encode_text, end_of_turn_ids
-from ..training import conditioning_tokens
 
 
 def read_prompts(path: str | Path) -> list[dict]:
@@ -68,31 +65,14 @@ def _prompt(line: str, where: str, expected: str) -> dict:
 
 def _conditioning(model, tok, rows: list[dict]) -> dict:
     """The batch's conditioning inputs (`config.conditioning`), padded across rows."""
-    mode = getattr(model.config, "conditioning", "ids")
-    if mode == "text":
-        out = {}
-        lists = [conditioning_tokens(tok, r["topic"], r["context"]) for r in rows]
-        for k, name in enumerate(("topic", "context")):
-            width = max(len(x[k]) for x in lists)
-            if width == 0:
-                continue
-            ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, x in enumerate(lists):
-                ids[i, : len(x[k])] = torch.tensor(x[k], dtype=torch.long)
-                mask[i, : len(x[k])] = 1
-            out[f"{name}_input_ids"], out[f"{name}_attention_mask"] = ids, mask
-        return out
-    if mode == "ids":
-        from ..labels import LabelVocab
+    from ..decoding import conditioning_batch
+    from ..labels import LabelVocab
 
-        topics = LabelVocab(model.config.topic_names or [])
-        contexts = LabelVocab(model.config.context_names or [])
-        return {
-            "topic_ids": torch.tensor([topics.id(r["topic"]) for r in rows]),
-            "context_ids": torch.tensor([contexts.id(r["context"]) for r in rows]),
-        }
-    return {}
+    topics = LabelVocab(model.config.topic_names or [])
+    contexts = LabelVocab(model.config.context_names or [])
+    return conditioning_batch(
+        model, tok, [(r["topic"], topics.id(r["topic"]), r["context"], contexts.id(r["context"])) for r in rows]
+    )
 
 
 def generate_batch(o, model, tok, rows: list[dict], output: Path | None = None) -> list[dict]:
