@@ -5,6 +5,7 @@ affects them alike. Reports seconds per step and the training loss over the last
 learn worse).
 
     python experiments/train_speed.py [--steps 40]     # after experiments/base_data.py; writes results/base/train_speed.json
+    python experiments/train_speed.py --summarize      # the same file from the arms' run folders (stopped ones too)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def run_arm(threads: int, bf16: bool, steps: int, repeat: int) -> dict:
         "--text", str(WORK / "text.txt"), "--tokenizer", str(WORK / "tokenizer"), "--max-steps", str(steps),
         "--threads", str(threads), "--bf16" if bf16 else "--no-bf16", "--logging-steps", "1",
         "--eval-steps", "100000", "--save-steps", "100000", "--no-keep-best",
+        "--validation-data", str(P.REPO / "corpus" / "validation" / "filsafat-002.txt"),  # the final eval: small
     ]  # fmt: skip
     start = time.time()
     subprocess.run(args, check=True, cwd=P.REPO, capture_output=True, text=True)
@@ -38,7 +40,7 @@ def run_arm(threads: int, bf16: bool, steps: int, repeat: int) -> dict:
     with open(output / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     losses = [float(r["loss"]) for r in rows if r.get("loss")]
-    runtime = next(float(r["train_runtime"]) for r in rows if r.get("train_runtime"))
+    runtime = [float(r["train_runtime"]) for r in rows if r.get("train_runtime")][-1]  # the run's total
     return {
         "threads": threads,
         "bf16": bf16,
@@ -49,10 +51,35 @@ def run_arm(threads: int, bf16: bool, steps: int, repeat: int) -> dict:
     }
 
 
+def summarize() -> list[dict]:
+    """The arms' figures read back from their run folders, finished or stopped (a bf16 arm ran ~20x slower here
+    and was stopped): seconds per step from the logged runtime, the loss at each logged step."""
+    found = []
+    for folder in sorted(p for p in WORK.iterdir() if (p / "metrics.csv").is_file()):
+        with open(folder / "metrics.csv", newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if r.get("loss")]
+        found.append(
+            {
+                "arm": folder.name,
+                "steps_logged": len(rows),
+                "seconds_per_step": float(rows[-1]["train_runtime"]) / len(rows),
+                "tokens_per_second": float(rows[-1]["tokens_per_second"]),
+                "loss_by_step": [round(float(r["loss"]), 4) for r in rows],
+            }
+        )
+        P.log(json.dumps({k: v for k, v in found[-1].items() if k != "loss_by_step"}))
+    P.write_json(P.RESULTS / "base" / "train_speed.json", found)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--summarize", action="store_true", help="only read the arms' run folders back")
     args = parser.parse_args(argv)
+    if args.summarize:
+        summarize()
+        return 0
     P.require_data()
     text = P.REPO / "runs" / "base-data" / "text-train.txt"
     if not text.is_file():
