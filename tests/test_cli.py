@@ -332,6 +332,16 @@ def test_config_file_with_command_line_override(tmp_path):
     assert main(["train", "--config", str(bad_cfg)]) == 2
 
 
+def test_id_table_overflow_warns_only_a_model_that_reads_ids(tmp_path, recwarn):
+    """A text-conditioned model never reads the topic/context id tables: the 40 Topik that do not fit 3 rows are no
+    news to its user; an ids model is told."""
+    args = ["train", *TINY, "--max-steps", "1", "--num-topics", "3", "--validation-fraction", "0"]
+    assert main([*args, "--output", str(tmp_path / "text")]) == 0
+    assert not [w for w in recwarn if "distinct topics" in str(w.message)]
+    assert main([*args, "--output", str(tmp_path / "ids"), "--conditioning", "ids"]) == 0
+    assert [w for w in recwarn if "distinct topics" in str(w.message)]
+
+
 def test_validation_data_holds_out_exactly_those_entries(tmp_path, capsys):
     entries = load_default_corpus()
     write_dialogues(tmp_path / "train.txt", entries[:30])

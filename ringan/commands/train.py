@@ -247,9 +247,14 @@ def _check_inputs(o: TrainOptions) -> Path:
 
 
 def _vocabularies(o: TrainOptions, train_entries) -> tuple[LabelVocab, LabelVocab]:
+    import warnings
+
     try:
-        topics = LabelVocab.build([e.topic for e in train_entries], o.num_topics, "topics", o.on_overflow)
-        contexts = LabelVocab.build([e.context for e in train_entries], o.num_contexts, "contexts", o.on_overflow)
+        with warnings.catch_warnings():
+            if o.conditioning != "ids":  # the id tables are not read by this model: that most Topik miss them is noise
+                warnings.simplefilter("ignore", UserWarning)
+            topics = LabelVocab.build([e.topic for e in train_entries], o.num_topics, "topics", o.on_overflow)
+            contexts = LabelVocab.build([e.context for e in train_entries], o.num_contexts, "contexts", o.on_overflow)
     except ValueError as err:
         raise UserError(
             str(err).replace("num_topics", "--num-topics").replace("num_contexts", "--num-contexts")
