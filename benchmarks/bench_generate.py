@@ -184,7 +184,7 @@ def job_agreement(job: dict) -> dict:
                 same += int((logits.argmax(-1) == torch.tensor(tokens)).sum())
                 total += len(tokens)
             out[f"{name}_next_token_agreement_on_fp32_text"] = same / total
-    from ringan.conversion.onnx_export import OnnxRingan
+    from ringan.conversion.onnx_runtime import OnnxRingan
 
     for name, folder in job.get("onnx_folders", {}).items():  # the ONNX graphs, per position, on the same text
         runner, same, total = OnnxRingan(folder, threads=1), 0, 0
@@ -203,7 +203,7 @@ def job_onnx_profile(job: dict) -> dict:
     (its profile file goes to a temporary folder and is deleted), node time summed per operator type."""
     import onnxruntime as ort
 
-    from ringan.conversion.onnx_export import OnnxRingan
+    from ringan.conversion.onnx_runtime import OnnxRingan
 
     folder = Path(job["onnx_folder"])
     runner = OnnxRingan(folder, threads=job["threads"])

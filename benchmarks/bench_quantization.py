@@ -318,7 +318,7 @@ def main(argv=None) -> int:
 
     import ringan
     from ringan.conversion import export_onnx, quantize_folder
-    from ringan.conversion.onnx_export import OnnxRingan
+    from ringan.conversion.onnx_runtime import OnnxRingan
     from ringan.conversion.quantize import folder_sizes
     from ringan.loading import load_model
 

@@ -143,7 +143,7 @@ class OnnxStep:
     name = "onnx"
 
     def __init__(self, folder: str | Path, threads: int | None = None):
-        from .conversion.onnx_export import OnnxRingan
+        from .conversion.onnx_runtime import OnnxRingan
 
         self.runner = OnnxRingan(folder, threads=threads)
 
@@ -280,7 +280,8 @@ def make_backend(model, model_dir: str | Path | None, runtime: str = "auto", thr
         if runtime == "auto" and model_dir is not None:
             hint = "; pip install 'ringan[export]' decodes faster through ONNX Runtime"
         return TorchStep(model), f"{torch_description}{hint})"
-    from .conversion.onnx_export import META_FILE, export_onnx
+    from .conversion.onnx_export import export_onnx
+    from .conversion.onnx_runtime import META_FILE
 
     folder = onnx_cache_folder(model_dir, quantize)
     if not (folder / META_FILE).is_file():

@@ -10,8 +10,6 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "ringan"
 LONG_ON_PURPOSE = {
     PACKAGE / "modeling" / "modeling_ringan.py",  # transformers' one-file model layout (config aside)
-    # the export, its graph patches and the ONNX runtime in one file: splitting it by job is issue 24's open part
-    PACKAGE / "conversion" / "onnx_export.py",
 }
 SCRIPT_FOLDERS = [PACKAGE.parent / "experiments", PACKAGE.parent / "benchmarks"]
 COMMAND_HELPERS = {"common", "sampling", "train_setup", "batch"}  # shared parts of the verbs, not verbs

@@ -3,7 +3,8 @@ generation) and import of the founding document's reference model (`MyGenerative
 
 `onnx` and `onnxruntime` are imported only when an ONNX function is called."""
 
-from .onnx_export import export_onnx, onnx_generate
+from .onnx_export import export_onnx
+from .onnx_runtime import onnx_generate
 from .quantize import folder_sizes, quantize_folder
 from .seed import convert_seed_checkpoint
 
