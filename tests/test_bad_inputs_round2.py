@@ -486,6 +486,24 @@ def test_push_takes_the_standard_list_form_of_auto_map(tmp_path, trained_run, mo
     assert {"config.json", "modeling_ringan.py", "configuration_ringan.py"} <= set(pushed["files"])
 
 
+def test_quantize_writes_the_package_auto_map_not_the_source_folder(tmp_path, trained_run, capsys):
+    """Before: quantizing a folder whose config.json named other code (`"AutoModel": "evil.Model"`) kept that entry
+    in the quantized folder's config, beside the package's modeling files."""
+    model = tmp_path / "model"
+    shutil.copytree(trained_run / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "evil.Model", "AutoModelForSeq2SeqLM": "evil.Other"}
+    (model / "config.json").write_text(json.dumps(config))
+    code = main(["quantize", "--model", str(model), "--output", str(tmp_path / "q8")])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    assert json.loads((tmp_path / "q8" / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_ringan.RinganConfig",
+        "AutoModel": "modeling_ringan.RinganModel",
+        "AutoModelForCausalLM": "modeling_ringan.RinganForCausalLM",
+    }
+    assert not list((tmp_path / "q8").glob("evil*"))
+
+
 @pytest.mark.parametrize(
     ("name", "content"),
     [("trainer_state.json", "state"), ("rng_state.pth", {"python": 5, "numpy": "x", "cpu": 3})],

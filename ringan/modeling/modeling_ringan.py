@@ -587,11 +587,17 @@ class RinganForCausalLM(RinganPreTrainedModel, GenerationMixin):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`; a checkpoint that ships its code also maps `AutoModel` to the base
-        model, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works as well."""
+        model, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works as well. The map names only
+        the code saved beside the weights: entries read from another folder's config (other classes, other
+        files) are not carried over."""
         if getattr(self, "_auto_class", None):
-            auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map.setdefault("AutoModel", f"{RinganModel.__module__.split('.')[-1]}.RinganModel")
-            self.config.auto_map = auto_map
+            modeling = RinganModel.__module__.split(".")[-1]
+            config_class = type(self.config)
+            self.config.auto_map = {
+                "AutoConfig": f"{config_class.__module__.split('.')[-1]}.{config_class.__name__}",
+                "AutoModel": f"{modeling}.RinganModel",
+                "AutoModelForCausalLM": f"{modeling}.{type(self).__name__}",
+            }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def get_input_embeddings(self) -> nn.Module:
