@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
 import torch
 from transformers import TrainerCallback
 
@@ -19,6 +20,12 @@ LENGTHS = [1, 63, 64, 65, 200]
 TINY_SIZES = dict(
     vocab_size=99, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_topics=5, num_contexts=7
 )
+
+
+def onnx_group(attention_types: list[str]) -> list:
+    """Parameters for tests of `tiny_onnx`'s exports: each mixer's in one pytest-xdist group (`--dist loadgroup`),
+    so its export is made once."""
+    return [pytest.param(t, marks=pytest.mark.xdist_group(f"onnx-{t}")) for t in attention_types]
 
 
 def tiny_config(attention_type: str = DEFAULT_ATTENTION, **overrides) -> RinganConfig:

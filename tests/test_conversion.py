@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from fresh_process import run_without_ringan
-from helpers import ATTENTION_TYPES, conditioning, select_rows, tiny_model
+from helpers import ATTENTION_TYPES, conditioning, onnx_group, select_rows, tiny_model
 from safetensors.torch import load_file
 from torch import nn
 
@@ -208,22 +208,20 @@ def _external_blocks(path) -> set[tuple[str, str]]:
     return blocks
 
 
-@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
-def test_onnx_greedy_generation_equals_pytorch(tmp_path, attention_type):
+@pytest.mark.parametrize("attention_type", onnx_group(ATTENTION_TYPES))
+def test_onnx_greedy_generation_equals_pytorch(tiny_onnx, attention_type):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from ringan.conversion import export_onnx, onnx_generate
-    from ringan.conversion.onnx_export import OnnxRingan
+    from ringan.conversion import onnx_generate
+    from ringan.conversion.onnx_runtime import OnnxRingan
 
-    model = tiny_model(attention_type)
-    model.save_pretrained(tmp_path / "fp32")
-    report = export_onnx(tmp_path / "fp32", tmp_path / "onnx")
+    model, folder, report = tiny_onnx(attention_type)
     assert {"prefill.onnx", "decode.onnx", "weights.bin"} <= set(report["files"])
     assert report["check"]["max_abs_logit_diff"] < 1e-4
     # the decode graph (the fused step's concatenated weights for the delta-rule mixers) shares every weight
     # byte with the prefill graph: nothing is stored twice
-    assert _external_blocks(tmp_path / "onnx" / "decode.onnx") <= _external_blocks(tmp_path / "onnx" / "prefill.onnx")
-    runner = OnnxRingan(tmp_path / "onnx")
+    assert _external_blocks(folder / "decode.onnx") <= _external_blocks(folder / "prefill.onnx")
+    runner = OnnxRingan(folder)
     # 70 tokens: the prompt crosses the 64-token prefill window; with and without the conversation's conditioning
     for prompt_len, with_conditioning in [(11, False), (70, True)]:
         prompt = torch.randint(4, 99, (1, prompt_len))
@@ -249,7 +247,7 @@ def test_quantized_onnx_graphs_keep_weights_quantized_and_track_pytorch(
     import onnx
 
     from ringan.conversion import export_onnx
-    from ringan.conversion.onnx_export import OnnxRingan
+    from ringan.conversion.onnx_runtime import OnnxRingan
 
     model = tiny_model(attention_type)
     model.save_pretrained(tmp_path / "fp32")
@@ -366,29 +364,38 @@ def test_onnx_generate_stops_at_the_end_of_the_turn_and_speaks_text(tmp_path, ca
     an ndarray; the int8 export printed ONNX Runtime's pre-processing advice three times."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from transformers import GenerationConfig
+    from transformers import AutoTokenizer, GenerationConfig
 
     from ringan.base_model import base_model_path
     from ringan.conversion import export_onnx, onnx_generate
-    from ringan.conversion.onnx_export import OnnxRingan
+    from ringan.conversion.onnx_runtime import OnnxRingan
+    from ringan.tokenization import encode_text, end_of_turn_ids
 
-    model = tiny_model(ATTENTION_TYPES[0])
-    model.save_pretrained(tmp_path / "fp32")
-    export_onnx(tmp_path / "fp32", tmp_path / "free")
+    tok = AutoTokenizer.from_pretrained(base_model_path())  # a real tokenizer, saved with the model
+    model = tiny_model(ATTENTION_TYPES[0], vocab_size=len(tok))
     prompt = list(range(5, 16))
-    free = onnx_generate(OnnxRingan(tmp_path / "free"), prompt, 8, stop_at_eos=False)
-    stop = free[len(prompt) + 3]  # the 4th generated token plays the newline: a saved end-of-turn id
-    GenerationConfig(eos_token_id=[model.config.eos_token_id, stop]).save_pretrained(tmp_path / "fp32")
+    with torch.no_grad():  # fp32 greedy: the 4th generated token plays a saved end-of-turn id
+        free = model.generate(torch.tensor([prompt]), max_new_tokens=4, do_sample=False, eos_token_id=None)[0]
+    stop = int(free[len(prompt) + 3])
+    stops = [model.config.eos_token_id, stop, *end_of_turn_ids(tok)]  # `</s>`, every newline token, and `stop`
+    model.save_pretrained(tmp_path / "fp32")
+    tok.save_pretrained(tmp_path / "fp32")
+    GenerationConfig(eos_token_id=stops).save_pretrained(tmp_path / "fp32")
     report = export_onnx(tmp_path / "fp32", tmp_path / "onnx", quantize="int8")
     assert report["files"]
     assert "pre-processing before quantization" not in "".join(capfd.readouterr())
-    stopped = onnx_generate(tmp_path / "onnx", prompt, 8)
-    assert isinstance(stopped, list) and stopped[-1] == stop and len(stopped) <= len(prompt) + 4
-    assert stop not in stopped[len(prompt) : -1]
-    # text in, the reply's text out, with the folder's tokenizer (the base's: a real one)
-    base_onnx = tmp_path / "base_onnx"
-    export_onnx(base_model_path(), base_onnx)
-    reply = onnx_generate(
-        base_onnx, "==== Topik: Kopi ====\n\nKonteks: Budi dan Sari ngobrol.\n\nBudi: Halo!\n\nSari:", 30
-    )
-    assert isinstance(reply, str) and reply and "\n" not in reply
+    runner = OnnxRingan(tmp_path / "onnx")
+    unstopped = runner.generate(prompt, 8, stop_at_eos=False)
+    stopped = onnx_generate(runner, prompt, 8)
+    # the int8 graphs follow the fp32 model's first tokens, and the reply ends at the first saved end-of-turn id
+    end = next((i for i in range(len(prompt), len(unstopped)) if unstopped[i] in stops), len(unstopped))
+    assert end <= len(prompt) + 3, (unstopped, stop)
+    assert isinstance(stopped, list) and stopped == unstopped[: end + 1]
+    # text in, the reply's text out, with the folder's tokenizer: it ends before the newline that ends the turn
+    text = "==== Topik: Kopi ====\n\nKonteks: Budi dan Sari ngobrol.\n\nBudi: Halo!\n\nSari:"
+    reply = onnx_generate(runner, text, 30)
+    ids = encode_text(tok, text, add_special_tokens=False)["input_ids"]
+    generated = runner.generate(ids, 30, stop_at_eos=False)[len(ids) :]
+    cut = next((i for i, t in enumerate(generated) if t in stops), len(generated))
+    assert isinstance(reply, str) and "\n" not in reply
+    assert reply == tok.decode(generated[:cut], skip_special_tokens=True).strip()

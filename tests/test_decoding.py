@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ATTENTION_TYPES, tiny_model
+from helpers import ATTENTION_TYPES, onnx_group, tiny_model
 from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from ringan.decoding import Decoder, Sampling, TorchStep, next_tokens
@@ -74,24 +74,21 @@ def test_conditioning_passes_through_the_loop():
     assert plain[0] != got[0]
 
 
-@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
-def test_onnx_back_end_equals_torch_and_continues_a_conversation(attention_type, tmp_path):
+@pytest.mark.parametrize("attention_type", onnx_group(ATTENTION_TYPES))
+def test_onnx_back_end_equals_torch_and_continues_a_conversation(attention_type, tiny_onnx):
     """The ONNX Runtime back end of the lean loop: the same greedy tokens as the torch back end (70-token prompt:
     two prefill windows; text conditioning), and a conversation continued from its state equals one fed whole."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from ringan.conversion import export_onnx
     from ringan.decoding import OnnxStep
 
-    model = tiny_model(attention_type)
-    model.save_pretrained(tmp_path / "fp32")
-    export_onnx(tmp_path / "fp32", tmp_path / "onnx")
+    model, folder, _ = tiny_onnx(attention_type)
     torch.manual_seed(5)
     prompt, more = torch.randint(4, 99, (70,)).tolist(), torch.randint(4, 99, (9,)).tolist()
     cond = {"topic_input_ids": torch.tensor([[7, 8, 9]]), "context_input_ids": torch.tensor([[10, 11, 12, 13]])}
     greedy = Sampling(greedy=True)
     runs = {}
-    for name, backend in (("torch", TorchStep(model)), ("onnx", OnnxStep(tmp_path / "onnx"))):
+    for name, backend in (("torch", TorchStep(model)), ("onnx", OnnxStep(folder))):
         decoder = Decoder(backend)
         first = decoder.generate([prompt], 6, greedy, conditioning=cond)[0]
         # the state has seen every token but the last generated one: feed it with the next turn
