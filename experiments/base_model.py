@@ -1,20 +1,22 @@
-"""Ringan-base: pre-train the base model that ships inside the package, evaluate it, and ship it (issue: base).
+"""Ringan-base: evaluate the base model that ships inside the package, ship it, and the older experiments on it.
 
-The recipe is fixed here and in `protocol.py`: the held-out part of every source (2% of each text file's
-characters, 10% of each dialogue file by entry), the protocol's tokenizer (byte-level BPE, vocab 10000, trained on
-the training parts of every source and of the bundled corpus), the architecture chosen by the mixer and
-conditioning experiments (`BASE_CONFIG`), EPOCHS passes over the text, the IndoSMD dialogues and the XPersona
-training split, on the package's Trainer arguments. Long runs checkpoint every SAVE_STEPS and resume.
+The shipped base is trained by the product itself (`recipes/ringan-base.yaml`, run by `ringan train`); this script
+scores a model folder on the protocol's held-out parts (2% of each text file's characters, 10% of each dialogue file
+by entry, seed 0) and the curated corpus's test split, each with the folder's own tokenizer, and ships the
+recipe's output as int8. `pretrain` and `finetune` are the first base's experiments (the same-size Llama arm and
+the quickstart comparison), kept for the figures of experiments/RESULTS.md §3.
 
-    python experiments/base_model.py pretrain      # resumable; checkpoints in $RINGAN_EXP_DIR/base
-    python experiments/base_model.py evaluate      # held-out bits/byte per source, chars/token
-    python experiments/base_model.py ship          # int8 into ringan/base/ with its model card
+    python experiments/base_model.py evaluate --model ringan/base --tag _today     # held-out bits/byte per set
+    python experiments/base_model.py evaluate --tag _curated --baseline _today    # the recipe's model, compared
+    python experiments/base_model.py ship          # the recipe's model, int8, into ringan/base/ with its card
+    python experiments/base_model.py pretrain      # (first base) resumable; checkpoints in $RINGAN_EXP_DIR/base
     python experiments/base_model.py finetune      # quickstart from the base vs from scratch; XPersona fine-tune
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -111,35 +113,66 @@ def pretrain(args) -> None:
     P.log(f"{args.arch}: saved {model_dir(args.arch)} ({time.time() - start:.0f} s, peak RSS {peak:.0f} MiB)")
 
 
-def evaluate(args) -> None:
-    """Held-out bits per byte of the base on each source's held-out part, and chars/token there."""
-    import torch
-    from transformers import AutoModelForCausalLM
+RECIPE_MODEL = P.REPO / "runs" / "ringan-base" / "model"  # `ringan train --config recipes/ringan-base.yaml`
+CURATED_TEST = P.REPO / "corpus" / "test"  # Topik never seen in training or validation
 
-    torch.set_num_threads(int(os.environ.get("RINGAN_THREADS", "1")))
-    import ringan  # noqa: F401
+
+def heldout_figures(folder: Path) -> dict[str, dict]:
+    """Bits per byte and chars/token of the model in `folder`, with its own tokenizer, on every held-out set:
+    each text source, all of them at once (`prose`), IndoSMD, XPersona, the curated test split and the bundled
+    corpus's held-out entries (`corpus`, the sample the base's test re-scores)."""
+    from ringan.data import read_dialogues, render_entry
+    from ringan.loading import load_model
     from ringan.training import text_to_examples
 
+    model, tok = load_model(folder)
     splits = P.load_splits()
-    tok = P.get_tokenizer(splits)
-    model = AutoModelForCausalLM.from_pretrained(str(args.model or model_dir(args.arch))).eval()
+
+    def chars_per_token(texts: list[str]) -> float:
+        tokens = sum(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
+        return sum(map(len, texts)) / tokens
+
     report = {}
     for source, lines in splits.text_heldout.items():
-        examples = text_to_examples(lines, tok, P.SEQ_LEN)
-        metrics = P.evaluate(model, examples)
-        chars = sum(len(line) for line in lines)
-        tokens = sum(len(ids) for ids in tok([ln + "\n\n" for ln in lines], add_special_tokens=False)["input_ids"])
-        report[source] = {**metrics, "chars_per_token": chars / tokens}
-        P.log(f"{source}: bpb {metrics['bits_per_byte']:.4f}, {chars / tokens:.2f} chars/token")
-    for name, entries in (("indosmd", splits.smd_val), ("xpersona", splits.xp_val), ("corpus", splits.corpus_val)):
-        metrics = P.evaluate(model, P.entry_examples(entries, tok))
-        from ringan.data import render_entry
+        report[source] = P.evaluate(model, text_to_examples(lines, tok, P.SEQ_LEN))
+        report[source]["chars_per_token"] = chars_per_token([ln + "\n\n" for ln in lines])
+    prose = [x for lines in splits.text_heldout.values() for x in text_to_examples(lines, tok, P.SEQ_LEN)]
+    all_lines = [ln + "\n\n" for lines in splits.text_heldout.values() for ln in lines]
+    report["prose"] = P.evaluate(model, prose) | {"chars_per_token": chars_per_token(all_lines)}
+    dialogues = {
+        "indosmd": splits.smd_val,
+        "xpersona": splits.xp_val,
+        "curated_test": read_dialogues(CURATED_TEST) if CURATED_TEST.is_dir() else [],
+        "corpus": splits.corpus_val,
+    }
+    for name, entries in dialogues.items():
+        if entries:
+            texts = [render_entry(e) for e in entries]
+            report[name] = P.evaluate(model, P.entry_examples(entries, tok)) | {
+                "chars_per_token": chars_per_token(texts)
+            }
+    for name, figures in report.items():
+        P.log(f"{folder}: {name}: bpb {figures['bits_per_byte']:.4f}, {figures['chars_per_token']:.2f} chars/token")
+    return report
 
-        texts = [render_entry(e) for e in entries]
-        tokens = sum(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
-        report[name] = {**metrics, "chars_per_token": sum(map(len, texts)) / tokens}
-        P.log(f"{name}: bpb {metrics['bits_per_byte']:.4f}")
-    P.write_json(OUT / f"evaluate{result_tag(args.arch)}{args.tag}.json", report)
+
+def evaluate(args) -> None:
+    """Held-out figures of a model folder (default: the recipe's output) -> results/base/evaluate{tag}.json; with
+    `--baseline TAG`, a table of this model against that earlier result."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("RINGAN_THREADS", "1")))
+    folder = Path(args.model) if args.model else RECIPE_MODEL
+    report = heldout_figures(folder)
+    P.write_json(OUT / f"evaluate{args.tag}.json", {"model": str(folder), "figures": report})
+    if args.baseline:
+        before = json.loads((OUT / f"evaluate{args.baseline}.json").read_text())["figures"]
+        print(f"| held-out set | {args.baseline.strip('_')} bits/byte | {args.tag.strip('_')} | ratio |")
+        print("| --- | --- | --- | --- |")
+        for name, figures in report.items():
+            if name in before:
+                old, new = before[name]["bits_per_byte"], figures["bits_per_byte"]
+                print(f"| {name} | {old:.4f} | {new:.4f} | {new / old:.3f} |")
 
 
 SOURCES_TABLE = """\
@@ -166,7 +199,7 @@ SOURCES_TABLE = """\
 | `pretrain/minangnlp_wiki.txt` | fajri91/minangNLP (Indonesian side) | MIT |
 | `pretrain/gunnxx_mt.txt` | gunnxx/indonesian-mt-data | CC BY-SA 4.0 (per NusaCrowd) |
 | `pretrain/indocoref.txt` | valentinakania/indocoref | MIT |
-| the bundled corpus (training split, tokenizer only) | written for the Ringan project | Apache-2.0 |
+| `corpus/train` | the Ringan curated dialogue corpus (training split), written by the project | Apache-2.0 |
 """
 
 MODEL_CARD = """\
@@ -187,18 +220,21 @@ tags:
 
 The base model that ships inside the `ringan` package: a {params:,}-parameter decoder-only model for Indonesian
 (Gated DeltaNet mixer with a short convolution and an output gate, RoPE, topic/context vectors from the Topik and
-Konteks text), pre-trained for {epochs:.2f} epochs ({tokens:,} tokens) on the public Indonesian text listed below, and
-stored in int8 (per-row scales; {size_mb:.2f} MB of weights, config and tokenizer). Fine-tune it on your own dialogues:
-`ringan train --data my_dialogues.txt` starts from it by default; `ringan generate --model base` talks with it.
+Konteks text), trained for {epochs:g} epoch ({tokens:,} tokens, {steps:,} steps) on the project's curated
+dialogue corpus ({curated:,} entries), IndoSMD and XPersona dialogues and the public Indonesian text listed below,
+and stored in int8 (per-row scales; {size_mb:.2f} MB of weights, config and tokenizer). Fine-tune it on your own
+dialogues: `ringan train --data my_dialogues.txt` starts from it by default; `ringan generate --model base`
+talks with it.
 
 ## Held-out bits per byte (int8)
 
-| source | bits/byte | chars/token |
+| held-out set | bits/byte | chars/token |
 | --- | --- | --- |
 {heldout_rows}
 
-Held out: the last 2% of the characters of every text file, 10% of the entries of every dialogue file (seed 0);
-none of it was seen in training or by the tokenizer.
+Held out: the last 2% of the characters of every text file, 10% of the entries of every dialogue file (seed 0),
+and the curated corpus's test split (Topik never seen in training); none of it was seen in training or by the
+tokenizer. `prose` is every text source's held-out part at once.
 
 ## Training data
 
@@ -207,100 +243,95 @@ card gives). Because several sources are CC BY-SA, the weights are released unde
 
 {sources}
 
+The curated corpus is original informal (`aku`/`kamu`) dialogue written for this project by language-model
+writers from a written plan and seeded spec rows, each file checked by `python -m ringan.curation check`; it is
+described in the repository's `corpus/README.md`.
+
 ## How it was made
 
-`python experiments/base_model.py pretrain && python experiments/base_model.py ship` in the Ringan repository
-(`experiments/RESULTS.md` holds the measurements). Learning rate {lr}, batch 4 x 1024 tokens, AdamW
-(beta2 0.98, weight decay 0.01), warm-up 5% then cosine decay, dropout 0, conditioning dropout
-{cd}. A small base writes Indonesian-looking text that stays near its topic; it is not a fluent chat model.
+By the product's own training path, in the Ringan repository with `../shared/data` beside it:
+`python experiments/base_data.py && ringan train --config recipes/ringan-base.yaml --resume auto`, then
+`python experiments/base_model.py ship` (int8 through `ringan.conversion.quantize_folder`).
+`runs/ringan-base/options.json` of that run holds every option; in short: its own byte-level BPE tokenizer
+(10,000 tokens) trained on the training data, learning rate {lr}, batch {batch} x {max_length} tokens, AdamW,
+warm-up {warmup:.0%} then cosine decay, dropout {dropout}, conditioning dropout {cd}, fp32 on {threads} CPU
+threads. A 7M-parameter model writes short informal turns in the corpus's style; it is not a knowledgeable or
+reliable chat model.
 """
 
 
 def ship(args) -> None:
-    """Quantize the pre-trained base to int8 and write it into the package (`ringan/base/`)."""
+    """Quantize the recipe's model to int8 and write it into the package (`ringan/base/`), its modeling files kept
+    as the package's links, with its card and the figures its test re-scores (`ringan_base.json`)."""
     import shutil
 
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from ringan.conversion.quantize import quantize_folder
+    from ringan.data import read_dialogues
 
-    import ringan  # noqa: F401
-    from ringan.modeling.quantization import quantize_model_
-
-    splits = P.load_splits()
-    tok = P.get_tokenizer(splits)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir())).eval()
-    params = sum(p.numel() for p in model.parameters())
-    quantize_model_(model, bits=8)
+    source = Path(args.model) if args.model else RECIPE_MODEL
+    run = source.parent
+    options = json.loads((run / "options.json").read_text())
+    state = json.loads((run / "run.json").read_text())
     tmp = PACKAGE_BASE.with_name("base.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    for code in tmp.glob("*.py"):  # the package's own classes load it; a stale copy of the code would mislead
-        code.unlink()
-    config = json.loads((tmp / "config.json").read_text())
-    config.pop("auto_map", None)
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    newline_ids = [i for t, i in tok.get_vocab().items() if t and set(t) <= {"Ċ", "Ġ", "ĉ"} and "Ċ" in t]
-    GenerationConfig(
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=[tok.eos_token_id, *sorted(newline_ids)],  # a turn ends at its newline
-        pad_token_id=tok.pad_token_id,
-        max_new_tokens=120,
-        do_sample=True,
-        temperature=0.8,
-        top_k=50,
-        top_p=0.95,
-        repetition_penalty=1.1,
-    ).save_pretrained(str(tmp))
-    # held-out figures of the int8 model, and the sample a test re-scores (the bundled corpus's held-out entries)
-    shipped = AutoModelForCausalLM.from_pretrained(str(tmp)).eval()
-    heldout = {}
-    for source, lines in splits.text_heldout.items():
-        from ringan.training import text_to_examples
-
-        heldout[source] = P.evaluate(shipped, text_to_examples(lines, tok, P.SEQ_LEN))["bits_per_byte"]
-    for name, entries in (("indosmd", splits.smd_val), ("xpersona", splits.xp_val), ("corpus", splits.corpus_val)):
-        heldout[name] = P.evaluate(shipped, P.entry_examples(entries, tok))["bits_per_byte"]
-    evaluated = json.loads((OUT / "evaluate.json").read_text()) if (OUT / "evaluate.json").exists() else {}
-    rows = "\n".join(
-        f"| {name} | {bpb:.4f} | {evaluated.get(name, {}).get('chars_per_token', float('nan')):.2f} |"
-        for name, bpb in heldout.items()
-    )
-    pretrain = json.loads((OUT / "pretrain.json").read_text())
+    quantize_folder(source, tmp, bits=8)
+    # the base's modeling files are links into the package (never a second copy); no per-Topik Konteks list
     for path in tmp.iterdir():
-        path.chmod(0o644)  # package data: readable by everyone who installs it
-    size = sum(p.stat().st_size for p in tmp.iterdir())  # weights, config, tokenizer (the card comes next)
+        if path.suffix == ".py" or path.name in ("topic_contexts.json", "special_tokens_map.json"):
+            path.unlink()
+    for link in PACKAGE_BASE.glob("*.py"):
+        os.symlink(os.readlink(link), tmp / link.name)
+    config = json.loads((tmp / "config.json").read_text())
+    heldout = heldout_figures(tmp)
+    rows = "\n".join(
+        f"| {name} | {f['bits_per_byte']:.4f} | {f['chars_per_token']:.2f} |" for name, f in heldout.items()
+    )
+    with (run / "metrics.csv").open(newline="") as f:  # the Trainer's count of the tokens it trained on
+        tokens = max(int(row["num_input_tokens_seen"] or 0) for row in csv.DictReader(f))
+    from ringan.loading import load_model
+
+    model, _ = load_model(tmp)
+    n_params = model.num_parameters()
+    size = sum(p.stat().st_size for p in tmp.iterdir() if not p.is_symlink())  # weights, config, tokenizer
     meta = {
         "name": "ringan-base",
-        "parameters": params,
+        "parameters": n_params,
         "quantization": config.get("quantization"),
         "weights_bytes": (tmp / "model.safetensors").stat().st_size,  # a truncated or swapped file differs
-        "heldout_bits_per_byte": heldout,
+        "heldout_bits_per_byte": {name: f["bits_per_byte"] for name, f in heldout.items()},
         "sample": "the bundled corpus's held-out entries (ringan.data.split_entries(load_default_corpus(), 0.1, seed=0))",
-        "sample_bits_per_byte": heldout["corpus"],
-        "tokens_per_epoch": pretrain["tokens_per_epoch"],
-        "epochs": pretrain["epochs"],
+        "sample_bits_per_byte": heldout["corpus"]["bits_per_byte"],
+        "recipe": "recipes/ringan-base.yaml",
+        "steps": state.get("global_step"),
+        "epochs": options["epochs"],
+        "tokens": tokens,
     }
     (tmp / "ringan_base.json").write_text(json.dumps(meta, indent=1) + "\n")
     card = MODEL_CARD.format(
-        params=params,
-        epochs=pretrain["epochs"],
-        tokens=round(pretrain["tokens_per_epoch"] * pretrain["epochs"]),
+        params=n_params,
+        epochs=options["epochs"],
+        tokens=tokens,
+        steps=state.get("global_step") or 0,
+        curated=len(read_dialogues(P.REPO / "corpus" / "train")),
         size_mb=size / 1e6,
         heldout_rows=rows,
         sources=SOURCES_TABLE,
-        lr=pretrain["learning_rate"],
-        cd=BASE_CONFIG["conditioning_dropout"],
+        lr=options["learning_rate"],
+        batch=options["batch_size"],
+        max_length=options["max_length"],
+        warmup=options["warmup_ratio"],
+        dropout=options["dropout"],
+        cd=options["conditioning_dropout"],
+        threads=options["threads"],
     )
     (tmp / "README.md").write_text(card)
     for path in tmp.iterdir():
-        path.chmod(0o644)
-    shutil.rmtree(PACKAGE_BASE, ignore_errors=True)
+        if not path.is_symlink():
+            path.chmod(0o644)  # package data: readable by everyone who installs it
+    shutil.rmtree(PACKAGE_BASE)
     os.replace(tmp, PACKAGE_BASE)
-    size = sum(p.stat().st_size for p in PACKAGE_BASE.iterdir())
-    P.log(
-        f"shipped {PACKAGE_BASE}: {size / 1e6:.2f} MB; held-out bpb "
-        + ", ".join(f"{k} {v:.3f}" for k, v in heldout.items())
-    )
+    size = sum(p.stat().st_size for p in PACKAGE_BASE.iterdir() if not p.is_symlink())
+    P.log(f"shipped {PACKAGE_BASE}: {size / 1e6:.2f} MB with the card")
     P.write_json(OUT / "ship.json", meta | {"bytes": size})
 
 
@@ -461,7 +492,8 @@ def main() -> None:
     parser.add_argument(
         "--arch", choices=["ringan", "llama"], default="ringan", help="pretrain/evaluate/finetune: which model"
     )
-    parser.add_argument("--model", help="evaluate this folder instead of the pre-trained base")
+    parser.add_argument("--model", help="evaluate/ship: this folder instead of the recipe's (runs/ringan-base/model)")
+    parser.add_argument("--baseline", help="evaluate: print a table against results/base/evaluate<BASELINE>.json")
     parser.add_argument("--tag", default="", help="suffix of the result file")
     parser.add_argument(
         "--max-steps",

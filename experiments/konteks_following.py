@@ -35,7 +35,7 @@ TEST = P.REPO / "corpus" / "test"
 OUT = P.RESULTS / "konteks"
 HEADER = "(Topik/Konteks)"
 MAX_NEW_TOKENS = 48
-SAMPLES = 10
+SAMPLES = 20
 STOP_WORDS = set(
     """yang dengan untuk dari pada dalam atau juga akan sudah udah tidak nggak bisa karena kalau tapi lebih
     sama mereka kita kami dia aku kamu ini itu ada jadi saja aja buat biar masih lagi soal tentang sambil
