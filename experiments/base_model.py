@@ -7,8 +7,8 @@ recipe's output as int8. `pretrain` and `finetune` are the first base's experime
 the quickstart comparison), kept for the figures of experiments/RESULTS.md §3.
 
     python experiments/base_model.py evaluate --model ringan/base --tag _today     # held-out bits/byte per set
-    python experiments/base_model.py evaluate --tag _curated --baseline _today    # the recipe's model, compared
-    python experiments/base_model.py ship          # the recipe's model, int8, into ringan/base/ with its card
+    python experiments/base_model.py ship --baseline _today   # the recipe's model, int8, into ringan/base/ with
+                                                             # its card; its figures against today's
     python experiments/base_model.py pretrain      # (first base) resumable; checkpoints in $RINGAN_EXP_DIR/base
     python experiments/base_model.py finetune      # quickstart from the base vs from scratch; XPersona fine-tune
 """
@@ -166,13 +166,18 @@ def evaluate(args) -> None:
     report = heldout_figures(folder)
     P.write_json(OUT / f"evaluate{args.tag}.json", {"model": str(folder), "figures": report})
     if args.baseline:
-        before = json.loads((OUT / f"evaluate{args.baseline}.json").read_text())["figures"]
-        print(f"| held-out set | {args.baseline.strip('_')} bits/byte | {args.tag.strip('_')} | ratio |")
-        print("| --- | --- | --- | --- |")
-        for name, figures in report.items():
-            if name in before:
-                old, new = before[name]["bits_per_byte"], figures["bits_per_byte"]
-                print(f"| {name} | {old:.4f} | {new:.4f} | {new / old:.3f} |")
+        print_comparison(report, args.baseline, args.tag)
+
+
+def print_comparison(report: dict, baseline: str, tag: str) -> None:
+    """A markdown table of `report` against results/base/evaluate<baseline>.json."""
+    before = json.loads((OUT / f"evaluate{baseline}.json").read_text())["figures"]
+    print(f"| held-out set | {baseline.strip('_')} bits/byte | {tag.strip('_')} | ratio |")
+    print("| --- | --- | --- | --- |")
+    for name, figures in report.items():
+        if name in before:
+            old, new = before[name]["bits_per_byte"], figures["bits_per_byte"]
+            print(f"| {name} | {old:.4f} | {new:.4f} | {new / old:.3f} |")
 
 
 SOURCES_TABLE = """\
@@ -333,6 +338,9 @@ def ship(args) -> None:
     size = sum(p.stat().st_size for p in PACKAGE_BASE.iterdir() if not p.is_symlink())
     P.log(f"shipped {PACKAGE_BASE}: {size / 1e6:.2f} MB with the card")
     P.write_json(OUT / "ship.json", meta | {"bytes": size})
+    P.write_json(OUT / f"evaluate{args.tag or '_shipped'}.json", {"model": str(PACKAGE_BASE), "figures": heldout})
+    if args.baseline:
+        print_comparison(heldout, args.baseline, args.tag or "_shipped")
 
 
 QUICKSTART_STEPS = 100  # the same for both starts (a 3-minute quickstart on 2 cores runs about this many)
