@@ -286,7 +286,11 @@ def ship(args) -> None:
             path.unlink()
     for link in PACKAGE_BASE.glob("*.py"):
         os.symlink(os.readlink(link), tmp / link.name)
+    # the run's Topik/Konteks id vocabularies: no defaults for the base's users (`chat` would start on a training
+    # Topik whose Konteks the base does not ship), and a text-conditioned model never reads them
     config = json.loads((tmp / "config.json").read_text())
+    config["topic_names"] = config["context_names"] = None
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     heldout = heldout_figures(tmp)
     rows = "\n".join(
         f"| {name} | {f['bits_per_byte']:.4f} | {f['chars_per_token']:.2f} |" for name, f in heldout.items()

@@ -32,8 +32,9 @@ def trained_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory):
     """`tiny_onnx(attention_type)` -> `(model, folder, report)`: `helpers.tiny_model(attention_type)` (a fresh copy
-    each call), its fp32 ONNX export and `export_onnx`'s report, made once per test process. Tests that use it are grouped per mixer
-    (`onnx_group`), so one pytest-xdist worker exports each mixer once. Read the folder, never change it."""
+    each call), its fp32 ONNX export and `export_onnx`'s report, made once per test process. Tests that use it are
+    grouped per mixer (`onnx_group`), so one pytest-xdist worker exports each mixer once. Read the folder, never
+    change it."""
     from helpers import tiny_model
 
     from ringan.conversion import export_onnx
